@@ -1,0 +1,75 @@
+// Public C++ API of the INT8 grouped GEMMs over experts (CUTLASS/CuTe SM80 tensor-core kernels,
+// which also run on SM89 and SM90).
+//
+// A int8 [R, K] with rows grouped by expert: rows of expert e are
+// [expert_offsets[e], expert_offsets[e+1]) (device int64 [E+1], monotone; experts may be empty;
+// rows at or past expert_offsets[E] are neither read nor written). B int8 [E, N, K] (K
+// contiguous). C [R, N] in bf16 or fp16. Problem sizes are read on the device, so calls are
+// CUDA-graph capturable and need no host round-trip.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "int8_hybrid_moe/common.h"
+#include "int8_hybrid_moe/format.h"
+
+namespace int8_hybrid_moe {
+
+struct GroupedGemmShape {
+  int64_t R = 0;        // rows of A and C (upper bound; valid rows end at expert_offsets[E])
+  int64_t N = 0;        // output channels per expert
+  int64_t K = 0;        // reduction dimension
+  int num_experts = 0;  // E
+};
+
+// Tile configuration of the grouped GEMMs (threadblock M x N x K). kAuto applies the heuristic of
+// select_gemm_tile() (docs/PERF.md); the others force a config (tests, tuning).
+enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128 };
+const char* gemm_tile_name(GemmTile t);
+// The heuristic: mean rows per expert R / E decides (small experts -> 64-row tiles).
+GemmTile select_gemm_tile(const GroupedGemmShape& s);
+
+// Bytes of workspace both grouped GEMMs need (per-expert tile offsets).
+size_t grouped_gemm_workspace_size(int num_experts);
+
+// Per-token x per-channel: C[r, n] = scale_a[r] * scale_b[e, n] * sum_k A[r, k] * B[e, n, k].
+// Broadcast (per-tensor) cases: scale_a_per_row = false reads scale_a[0] for every row;
+// scale_b_per_channel = false reads scale_b[e] (one scale per expert). K <= kPerTokenMaxK.
+struct PerTokenGemmArgs {
+  const int8_t* A = nullptr;
+  const float* scale_a = nullptr;  // [R] or [1]
+  bool scale_a_per_row = true;
+  const int8_t* B = nullptr;
+  const float* scale_b = nullptr;  // [E, N] or [E]
+  bool scale_b_per_channel = true;
+  const int64_t* expert_offsets = nullptr;
+  void* C = nullptr;
+  DType out_dtype = DType::kBFloat16;
+};
+void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& args,
+                       void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                       GemmTile tile = GemmTile::kAuto);
+
+// Hybrid blockwise (docs/FORMAT.md): for row r of expert e and channel n,
+//   C[r,n] = sum_g FA[r,g]*FB[e,n,g] * (sum_{b in g} QA[r,b]*QB[e,n,b] * sum_{k in b} A*B)
+// Integer block rescale inside the main loop; exact for every valid input (overflow safeguard of
+// int32_blocks_per_flush). The kernel needs block_size to be a multiple of 64 (its K tile).
+struct HybridGemmArgs {
+  const int8_t* A = nullptr;
+  const int32_t* QA = nullptr;  // [R, nb]
+  const float* FA = nullptr;    // [R, ng]
+  const int8_t* B = nullptr;
+  const int32_t* QB = nullptr;  // [E, N, nb]
+  const float* FB = nullptr;    // [E, N, ng]
+  const int64_t* expert_offsets = nullptr;
+  void* C = nullptr;
+  DType out_dtype = DType::kBFloat16;
+};
+void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat& fmt,
+                              const HybridGemmArgs& args, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream, GemmTile tile = GemmTile::kAuto);
+
+}  // namespace int8_hybrid_moe
