@@ -1,0 +1,1 @@
+// Replaced by the CPU reference (issue 2).

@@ -1,0 +1,1 @@
+// Replaced by the CLI implementation (issue 5).
