@@ -1,1 +1,0 @@
-// Replaced by the CPU reference (issue 2).
