@@ -99,4 +99,12 @@ void moe_forward(const MoeProblem& p, const MoeOptions& o, const MoeInputs& in,
                  cudaStream_t stream, const MoeStageEvents* events = nullptr,
                  int32_t* invalid_ids = nullptr);
 
+// Build configuration of the library, for benchmark reports.
+struct BuildInfo {
+  const char* cuda_archs;       // nvcc's __CUDA_ARCH_LIST__, e.g. "800,890,900"
+  const char* cutlass_version;  // e.g. "4.2.0"
+  int cuda_version;             // CUDART_VERSION the library was compiled against
+};
+BuildInfo build_info();
+
 }  // namespace int8_hybrid_moe

@@ -1,0 +1,26 @@
+// Build configuration for reports. A .cu file so nvcc's __CUDA_ARCH_LIST__ (the architectures of
+// this very build) and the CUTLASS headers of the build are visible without extra definitions.
+#include <cuda_runtime_api.h>
+#include <cutlass/version.h>
+
+#include "int8_hybrid_moe/moe.h"
+
+#define I8H_STRINGIFY_IMPL(x) #x
+#define I8H_STRINGIFY(x) I8H_STRINGIFY_IMPL(x)
+
+namespace int8_hybrid_moe {
+
+BuildInfo build_info() {
+  BuildInfo b{};
+#ifdef __CUDA_ARCH_LIST__
+  b.cuda_archs = I8H_STRINGIFY(__CUDA_ARCH_LIST__);
+#else
+  b.cuda_archs = "unknown";
+#endif
+  b.cutlass_version = I8H_STRINGIFY(CUTLASS_MAJOR) "." I8H_STRINGIFY(
+      CUTLASS_MINOR) "." I8H_STRINGIFY(CUTLASS_PATCH);
+  b.cuda_version = CUDART_VERSION;
+  return b;
+}
+
+}  // namespace int8_hybrid_moe
