@@ -54,7 +54,8 @@ class DeviceBuffer {
     p_ = nullptr;
     n_ = n;
     if (n == 0) return;
-    if (cudaMalloc(&p_, n * sizeof(T)) != cudaSuccess) throw std::bad_alloc();
+    if (cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)) != cudaSuccess)
+      throw std::bad_alloc();
     poison();
   }
   void poison(uint8_t byte = 0xFF) { if (n_) cudaMemset(p_, byte, n_ * sizeof(T)); }

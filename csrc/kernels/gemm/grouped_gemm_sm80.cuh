@@ -1,0 +1,348 @@
+// INT8 grouped GEMM over experts for SM80+ tensor cores (mma.sync m16n8k32 s8, cp.async
+// multistage pipeline), built from CuTe's SM80 atoms. One kernel template serves both schemes:
+//
+//   kPerToken: C = float(sum_k a*b) * scale_a[r] * scale_b[e, n]
+//   kHybrid:   per K-block b the int32 block sum is rescaled by QA[r,b]*QB[n,b] with an integer
+//              multiply-add into an int32 accumulator, which is flushed into fp32 (times
+//              FA[r,g]*FB[n,g]) every `flush_period` blocks and at each super-group end
+//              (docs/FORMAT.md, "Exactness"). flush_period == 0 means one block term may exceed
+//              int32 (large q_max): the term is then formed in fp32 for every block.
+//
+// The K tile equals or divides the quantization block, so each block's partial sum is complete
+// in registers when its scales are applied. Rows of one expert are contiguous in A and C;
+// M-tiles never straddle experts (see group_tiles.cuh).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_atom.hpp>
+#include <cute/atom/copy_atom.hpp>
+
+#include <cstdint>
+
+#include "kernels/gemm/group_tiles.cuh"
+
+namespace int8_hybrid_moe::gemm {
+
+enum class Scheme : int { kPerToken = 0, kHybrid = 1 };
+
+// Threadblock tile BM x BN x BK, WM x WN warps (each warp owns a 32 x 32 or 32 x 64 sub-tile),
+// `Stages` shared-memory buffers in flight.
+template <int BM_, int BN_, int BK_, int WM_, int WN_, int Stages_>
+struct TileConfig {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_, Stages = Stages_;
+  static constexpr int kThreads = WM * WN * 32;
+  static_assert(BK == 64 || BK == 128, "K tile is 64 or 128 int8 (one swizzled 16-byte row set)");
+  static_assert(BM % (16 * WM) == 0 && BN % (16 * WN) == 0, "warp layout must tile the CTA");
+
+  // Warps arranged WM x WN; per MMA "tile" each warp does 16 rows x 16 columns (two 16x8 atoms
+  // along N, so B fragments come from one ldmatrix.x4).
+  using TiledMma = decltype(cute::make_tiled_mma(
+      cute::SM80_16x8x32_S32S8S8S32_TN{},
+      cute::Layout<cute::Shape<cute::Int<WM>, cute::Int<WN>, cute::_1>>{},
+      cute::Tile<cute::Int<16 * WM>, cute::Int<16 * WN>, cute::_32>{}));
+
+  // K-major rows of BK bytes; the XOR swizzle spreads the 8 rows an ldmatrix phase reads over
+  // all 32 banks (16-byte granularity, so each cp.async destination stays contiguous).
+  using SwizzleAtom = std::conditional_t<
+      BK == 128,
+      decltype(cute::composition(cute::Swizzle<3, 4, 3>{},
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
+                                              cute::Stride<cute::Int<BK>, cute::_1>>{})),
+      decltype(cute::composition(cute::Swizzle<2, 4, 3>{},
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
+                                              cute::Stride<cute::Int<BK>, cute::_1>>{}))>;
+  using SmemLayoutA = decltype(cute::tile_to_shape(
+      SwizzleAtom{}, cute::make_shape(cute::Int<BM>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
+  using SmemLayoutB = decltype(cute::tile_to_shape(
+      SwizzleAtom{}, cute::make_shape(cute::Int<BN>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
+  using SmemCopyAtom = cute::Copy_Atom<cute::SM75_U32x4_LDSM_N, int8_t>;
+
+  // Per stage: A and B tiles, plus the block scales (QA, QB) and super-group scales (FA, FB) of
+  // the K-block that ends in this stage's K tile (hybrid only, 4 bytes each).
+  static constexpr int kTileBytes = (BM + BN) * BK;
+  static constexpr int kScaleBytes = 2 * (BM + BN) * 4;
+  static constexpr int kSmemBytes = Stages * (kTileBytes + kScaleBytes);
+};
+
+struct GroupedGemmParams {
+  const int8_t* A;                // [R, K]
+  const int8_t* B;                // [E, N, K]
+  void* C;                        // [R, N]
+  const int64_t* expert_offsets;  // [E + 1]
+  const int* tile_offsets;        // [E + 1] from compute_group_tile_offsets
+  int64_t R, N, K;
+  int num_experts;
+  int n_tiles;
+  // kPerToken
+  const float* scale_a;  // [R] or [1]
+  const float* scale_b;  // [E, N] or [E]
+  bool scale_a_per_row, scale_b_per_channel;
+  // kHybrid
+  const int32_t* QA;  // [R, nb]
+  const int32_t* QB;  // [E, N, nb]
+  const float* FA;    // [R, ng]
+  const float* FB;    // [E, N, ng]
+  int nb, ng;
+  int k_tiles_per_block;  // block_size / BK
+  int blocks_per_group;   // S
+  int flush_period;       // int32_blocks_per_flush(fmt), 0 = fp32 per block
+};
+
+namespace detail {
+
+__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool pred) {
+  const uint32_t s = cute::cast_smem_ptr_to_uint(smem);
+  const int n = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_4_zfill(void* smem, const void* gmem, bool pred) {
+  const uint32_t s = cute::cast_smem_ptr_to_uint(smem);
+  const int n = pred ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Does K-block b end an int32 accumulation chunk (flush into fp32)? Chunks restart at each
+// super group so that every flushed sum shares one FA*FB.
+__device__ __forceinline__ bool is_flush_block(int b, const GroupedGemmParams& p) {
+  const int g = b / p.blocks_per_group;
+  const int in_group = b - g * p.blocks_per_group;
+  const int group_end = min((g + 1) * p.blocks_per_group, p.nb) - 1;
+  return b == group_end || p.flush_period == 0 || (in_group + 1) % p.flush_period == 0;
+}
+
+template <typename Out>
+__device__ __forceinline__ Out to_out(float v);
+template <>
+__device__ __forceinline__ __nv_bfloat16 to_out<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half to_out<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <typename Out>
+struct Pair;
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+};
+template <>
+struct Pair<__half> {
+  using type = __half2;
+};
+
+}  // namespace detail
+
+template <class Cfg, Scheme kScheme, typename Out>
+__global__ void __launch_bounds__(Cfg::kThreads)
+    grouped_gemm_sm80_kernel(const __grid_constant__ GroupedGemmParams p) {
+  using namespace cute;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, Stages = Cfg::Stages;
+  constexpr int kThreads = Cfg::kThreads;
+  constexpr bool kHybrid = kScheme == Scheme::kHybrid;
+
+  // ---- which tile -----------------------------------------------------------------------------
+  const int m_tile = static_cast<int>(blockIdx.x / p.n_tiles);
+  const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
+  const int expert = find_tile_expert(p.tile_offsets, p.num_experts, m_tile);
+  if (expert < 0) return;
+  const int64_t expert_row0 = clamped_offset(p.expert_offsets, expert, p.R);
+  const int64_t expert_row1 = clamped_offset(p.expert_offsets, expert + 1, p.R);
+  const int64_t row0 = expert_row0 + int64_t(m_tile - p.tile_offsets[expert]) * BM;
+  const int rows_valid = static_cast<int>(min<int64_t>(BM, expert_row1 - row0));
+  const int64_t n0 = int64_t(n_tile) * BN;
+  const int cols_valid = static_cast<int>(min<int64_t>(BN, p.N - n0));
+
+  const int8_t* gA = p.A + row0 * p.K;
+  const int8_t* gB = p.B + (int64_t(expert) * p.N + n0) * p.K;
+
+  // ---- shared memory --------------------------------------------------------------------------
+  extern __shared__ __align__(128) uint8_t smem[];
+  int8_t* smem_a = reinterpret_cast<int8_t*>(smem);
+  int8_t* smem_b = smem_a + cosize(typename Cfg::SmemLayoutA{});
+  int32_t* smem_qa = reinterpret_cast<int32_t*>(smem_b + cosize(typename Cfg::SmemLayoutB{}));
+  int32_t* smem_qb = smem_qa + Stages * BM;
+  float* smem_fa = reinterpret_cast<float*>(smem_qb + Stages * BN);
+  float* smem_fb = smem_fa + Stages * BM;
+  Tensor sA = make_tensor(make_smem_ptr(smem_a), typename Cfg::SmemLayoutA{});  // (BM,BK,S)
+  Tensor sB = make_tensor(make_smem_ptr(smem_b), typename Cfg::SmemLayoutB{});  // (BN,BK,S)
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
+
+  // ---- global -> shared: one K tile of A and B (+ the scales of a block ending here) ---------
+  auto load_stage = [&](int kt, int stage) {
+    const int64_t k0 = int64_t(kt) * BK;
+    constexpr int kChunksPerRow = BK / 16;
+    static_assert((BM * kChunksPerRow) % kThreads == 0 && (BN * kChunksPerRow) % kThreads == 0,
+                  "every thread issues the same number of 16-byte copies");
+    CUTE_UNROLL
+    for (int it = 0; it < BM * kChunksPerRow / kThreads; ++it) {
+      const int c = tid + it * kThreads;
+      const int r = c / kChunksPerRow, kc = (c % kChunksPerRow) * 16;
+      const bool ok = r < rows_valid && k0 + kc < p.K;
+      const int8_t* src = ok ? gA + int64_t(r) * p.K + k0 + kc : p.A;
+      detail::cp_async_16_zfill(&sA(r, kc, stage), src, ok);
+    }
+    CUTE_UNROLL
+    for (int it = 0; it < BN * kChunksPerRow / kThreads; ++it) {
+      const int c = tid + it * kThreads;
+      const int r = c / kChunksPerRow, kc = (c % kChunksPerRow) * 16;
+      const bool ok = r < cols_valid && k0 + kc < p.K;
+      const int8_t* src = ok ? gB + int64_t(r) * p.K + k0 + kc : p.B;
+      detail::cp_async_16_zfill(&sB(r, kc, stage), src, ok);
+    }
+    if constexpr (kHybrid) {
+      if ((kt + 1) % p.k_tiles_per_block == 0 || kt == k_tiles - 1) {
+        const int b = kt / p.k_tiles_per_block;
+        const bool flush = detail::is_flush_block(b, p);
+        const int g = b / p.blocks_per_group;
+        for (int i = tid; i < BM + BN; i += kThreads) {
+          if (i < BM) {
+            const bool ok = i < rows_valid;
+            const int64_t row = row0 + (ok ? i : 0);
+            detail::cp_async_4_zfill(&smem_qa[stage * BM + i], p.QA + row * p.nb + b, ok);
+            if (flush)
+              detail::cp_async_4_zfill(&smem_fa[stage * BM + i], p.FA + row * p.ng + g, ok);
+          } else {
+            const int j = i - BM;
+            const bool ok = j < cols_valid;
+            const int64_t col = int64_t(expert) * p.N + n0 + (ok ? j : 0);
+            detail::cp_async_4_zfill(&smem_qb[stage * BN + j], p.QB + col * p.nb + b, ok);
+            if (flush)
+              detail::cp_async_4_zfill(&smem_fb[stage * BN + j], p.FB + col * p.ng + g, ok);
+          }
+        }
+      }
+    }
+  };
+
+  // ---- MMA partitions -------------------------------------------------------------------------
+  typename Cfg::TiledMma mma;
+  auto thr_mma = mma.get_slice(tid);
+  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));            // (MMA, MMA_M, MMA_K)
+  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));            // (MMA, MMA_N, MMA_K)
+  Tensor blk = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32 (MMA,MMA_M,MMA_N)
+  auto s2r_a = make_tiled_copy_A(typename Cfg::SmemCopyAtom{}, mma);
+  auto s2r_thr_a = s2r_a.get_slice(tid);
+  Tensor tXsA = s2r_thr_a.partition_S(sA);
+  Tensor tXrA = s2r_thr_a.retile_D(tCrA);
+  auto s2r_b = make_tiled_copy_B(typename Cfg::SmemCopyAtom{}, mma);
+  auto s2r_thr_b = s2r_b.get_slice(tid);
+  Tensor tXsB = s2r_thr_b.partition_S(sB);
+  Tensor tXrB = s2r_thr_b.retile_D(tCrB);
+  // (m, n) coordinate inside the CTA tile of every accumulator element of this thread.
+  Tensor tCcC = thr_mma.partition_C(make_identity_tensor(Shape<Int<BM>, Int<BN>>{}));
+
+  // Hybrid accumulators: exact int32 chunk sum and the fp32 total.
+  Tensor acc_i = make_tensor_like(blk);
+  Tensor acc_f = make_tensor_like<float>(blk);
+  clear(blk);
+  if constexpr (kHybrid) {
+    clear(acc_i);
+    clear(acc_f);
+  }
+
+  // ---- pipeline prologue ------------------------------------------------------------------------
+  CUTE_UNROLL
+  for (int s = 0; s < Stages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    detail::cp_async_commit();
+  }
+
+  constexpr int kMmaK = size<2>(tCrA);
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const int stage = kt % Stages;
+    detail::cp_async_wait<Stages - 2>();  // this thread's copies of tile kt have landed
+    __syncthreads();  // ... everyone's; and nobody still reads the stage refilled below
+    {
+      const int next = kt + Stages - 1;
+      if (next < k_tiles) load_stage(next, next % Stages);
+      detail::cp_async_commit();
+    }
+    CUTE_UNROLL
+    for (int ks = 0; ks < kMmaK; ++ks) {
+      copy(s2r_a, tXsA(_, _, ks, stage), tXrA(_, _, ks));
+      copy(s2r_b, tXsB(_, _, ks, stage), tXrB(_, _, ks));
+      cute::gemm(mma, tCrA(_, _, ks), tCrB(_, _, ks), blk);
+    }
+
+    if constexpr (kHybrid) {
+      if ((kt + 1) % p.k_tiles_per_block == 0 || kt == k_tiles - 1) {
+        // End of K-block b: integer rescale, and flush into fp32 when the chunk is full.
+        const int b = kt / p.k_tiles_per_block;
+        const int32_t* qa = smem_qa + stage * BM;
+        const int32_t* qb = smem_qb + stage * BN;
+        if (p.flush_period > 0) {
+          CUTE_UNROLL
+          for (int i = 0; i < size(blk); ++i) {
+            const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
+            acc_i(i) += blk(i) * (qa[m] * qb[n]);  // exact: bounded by flush_period
+            blk(i) = 0;
+          }
+          if (detail::is_flush_block(b, p)) {
+            const float* fa = smem_fa + stage * BM;
+            const float* fb = smem_fb + stage * BN;
+            CUTE_UNROLL
+            for (int i = 0; i < size(blk); ++i) {
+              const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
+              acc_f(i) = fmaf(static_cast<float>(acc_i(i)), fa[m] * fb[n], acc_f(i));
+              acc_i(i) = 0;
+            }
+          }
+        } else {
+          // A single block term can exceed int32: form it in fp32 (one rounding per block).
+          const float* fa = smem_fa + stage * BM;
+          const float* fb = smem_fb + stage * BN;
+          CUTE_UNROLL
+          for (int i = 0; i < size(blk); ++i) {
+            const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
+            const float term = static_cast<float>(blk(i)) * static_cast<float>(qa[m] * qb[n]);
+            acc_f(i) = fmaf(term, fa[m] * fb[n], acc_f(i));
+            blk(i) = 0;
+          }
+        }
+      }
+    }
+  }
+  detail::cp_async_wait<0>();
+
+  // ---- epilogue: scale, round once, store pairs of adjacent columns ---------------------------
+  Out* gC = reinterpret_cast<Out*>(p.C) + row0 * p.N + n0;
+  using Out2 = typename detail::Pair<Out>::type;
+  // The accumulator's first mode holds two adjacent columns of one row (SM80 16x8 C layout).
+  using PairMode = decltype(size<0, 0>(blk));
+  static_assert(PairMode::value == 2, "accumulator mode 0 must pair adjacent columns");
+  CUTE_UNROLL
+  for (int i = 0; i < size(blk); i += 2) {
+    const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
+    if (m >= rows_valid || n >= cols_valid) continue;  // N % 8 == 0: n + 1 valid too
+    float v0, v1;
+    if constexpr (kHybrid) {
+      v0 = acc_f(i);
+      v1 = acc_f(i + 1);
+    } else {
+      const float sa = p.scale_a[p.scale_a_per_row ? row0 + m : 0];
+      const float* sb =
+          p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n : int64_t(expert));
+      v0 = static_cast<float>(blk(i)) * sa * sb[0];
+      v1 = static_cast<float>(blk(i + 1)) * sa * sb[p.scale_b_per_channel ? 1 : 0];
+    }
+    Out2 pair;
+    pair.x = detail::to_out<Out>(v0);
+    pair.y = detail::to_out<Out>(v1);
+    *reinterpret_cast<Out2*>(gC + int64_t(m) * p.N + n) = pair;
+  }
+}
+
+}  // namespace int8_hybrid_moe::gemm

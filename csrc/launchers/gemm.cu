@@ -1,0 +1,163 @@
+// Host launchers of the grouped GEMMs: argument checks, tile-config heuristic, device-side
+// scheduling of the per-expert tiles, then the kernel. The kernels live in kernels/gemm/.
+#include <cstring>
+
+#include "int8_hybrid_moe/gemm.h"
+#include "kernels/gemm/grouped_gemm_sm80.cuh"
+#include "kernels/gemm/group_tiles.cuh"
+#include "launchers/cuda_check.h"
+#include "launchers/gemm_configs.h"
+
+namespace int8_hybrid_moe {
+
+const char* gemm_tile_name(GemmTile t) {
+  switch (t) {
+    case GemmTile::kAuto: return "auto";
+    case GemmTile::k64x64: return "64x64";
+    case GemmTile::k128x64: return "128x64";
+    case GemmTile::k128x128: return "128x128";
+  }
+  return "invalid";
+}
+
+// Heuristic (docs/PERF.md): the mean rows per expert R / E is what the host knows without
+// reading expert_offsets. Few rows per expert (decode, many experts) waste most of a 128-row
+// tile, so 64-row tiles; otherwise 128x64 (the original's tile). The per-token GEMM, which keeps
+// a single accumulator set, takes 128x128 tiles when experts are large (prefill, few experts).
+GemmTile select_gemm_tile(const GroupedGemmShape& s) {
+  const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
+  if (mean_rows < 96) return GemmTile::k64x64;
+  return GemmTile::k128x64;
+}
+
+size_t grouped_gemm_workspace_size(int num_experts) {
+  return static_cast<size_t>(num_experts + 1) * sizeof(int);
+}
+
+namespace {
+
+constexpr int kScanThreads = 256;
+
+void validate_shape(const GroupedGemmShape& s, const void* workspace, size_t workspace_bytes,
+                    const int64_t* expert_offsets, const void* C, const char* fn) {
+  I8H_CHECK_ARG(s.R >= 0, fn, "shape.R", ">= 0", s.R);
+  I8H_CHECK_ARG(s.num_experts >= 1, fn, "shape.num_experts", ">= 1", s.num_experts);
+  I8H_CHECK_ARG(s.N > 0 && s.N % 8 == 0, fn, "shape.N", "a positive multiple of 8", s.N);
+  validate_reduction_dim(s.K, fn, "shape.K");
+  I8H_CHECK_NOT_NULL(expert_offsets, fn, "expert_offsets");
+  I8H_CHECK_NOT_NULL(C, fn, "C");
+  I8H_CHECK_ARG(reinterpret_cast<uintptr_t>(C) % 4 == 0, fn, "C", "4-byte aligned",
+                "a misaligned pointer");
+  I8H_CHECK_NOT_NULL(workspace, fn, "workspace");
+  I8H_CHECK_ARG(workspace_bytes >= grouped_gemm_workspace_size(s.num_experts), fn,
+                "workspace_bytes", detail::concat(">= ", grouped_gemm_workspace_size(s.num_experts)),
+                workspace_bytes);
+}
+
+void check_int8_operand(const int8_t* p, const char* fn, const char* name) {
+  I8H_CHECK_NOT_NULL(p, fn, name);
+  I8H_CHECK_ARG(reinterpret_cast<uintptr_t>(p) % 16 == 0, fn, name,
+                "16-byte aligned (cp.async loads 16 bytes)", "a misaligned pointer");
+}
+
+GemmTile resolve_tile(GemmTile tile, const GroupedGemmShape& s, const char* fn) {
+  I8H_CHECK_ARG(tile == GemmTile::kAuto || tile == GemmTile::k64x64 ||
+                    tile == GemmTile::k128x64 || tile == GemmTile::k128x128,
+                fn, "tile", "a GemmTile value", static_cast<int>(tile));
+  return tile == GemmTile::kAuto ? select_gemm_tile(s) : tile;
+}
+
+// Per-expert M-tile offsets on the device; returns the grid's upper bound of M-tiles, which
+// needs no device data: sum_e ceil(rows_e / BM) <= R / BM + E.
+int64_t schedule_tiles(const GroupedGemmShape& s, const int64_t* expert_offsets, int block_m,
+                       void* workspace, cudaStream_t stream) {
+  int* tile_offsets = static_cast<int*>(workspace);
+  gemm::compute_group_tile_offsets<kScanThreads><<<1, kScanThreads, 0, stream>>>(
+      expert_offsets, s.num_experts, s.R, block_m, tile_offsets);
+  I8H_CHECK_LAUNCH("compute_group_tile_offsets");
+  return s.R / block_m + s.num_experts;
+}
+
+gemm::GroupedGemmParams base_params(const GroupedGemmShape& s, const int8_t* A, const int8_t* B,
+                                    void* C, const int64_t* offsets, void* workspace) {
+  gemm::GroupedGemmParams p;
+  std::memset(&p, 0, sizeof(p));
+  p.A = A;
+  p.B = B;
+  p.C = C;
+  p.expert_offsets = offsets;
+  p.tile_offsets = static_cast<const int*>(workspace);
+  p.R = s.R;
+  p.N = s.N;
+  p.K = s.K;
+  p.num_experts = s.num_experts;
+  return p;
+}
+
+}  // namespace
+
+void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& a, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream, GemmTile tile) {
+  constexpr const char* fn = "int8_grouped_gemm";
+  validate_shape(shape, workspace, workspace_bytes, a.expert_offsets, a.C, fn);
+  I8H_CHECK_ARG(shape.K <= kPerTokenMaxK, fn, "shape.K",
+                detail::concat("<= ", kPerTokenMaxK, " (int32 accumulation stays exact)"), shape.K);
+  check_int8_operand(a.A, fn, "A");
+  check_int8_operand(a.B, fn, "B");
+  I8H_CHECK_NOT_NULL(a.scale_a, fn, "scale_a");
+  I8H_CHECK_NOT_NULL(a.scale_b, fn, "scale_b");
+  validate_dtype(a.out_dtype, fn, "out_dtype");
+  const GemmTile t = resolve_tile(tile, shape, fn);
+  if (shape.R == 0) return;
+
+  gemm::GroupedGemmParams p = base_params(shape, a.A, a.B, a.C, a.expert_offsets, workspace);
+  p.scale_a = a.scale_a;
+  p.scale_b = a.scale_b;
+  p.scale_a_per_row = a.scale_a_per_row;
+  p.scale_b_per_channel = a.scale_b_per_channel;
+  const int64_t max_m_tiles =
+      schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
+  gemm::launch_per_token_gemm(t, a.out_dtype, p, max_m_tiles, stream);
+}
+
+void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat& fmt,
+                              const HybridGemmArgs& a, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream, GemmTile tile) {
+  constexpr const char* fn = "int8_hybrid_grouped_gemm";
+  validate_shape(shape, workspace, workspace_bytes, a.expert_offsets, a.C, fn);
+  validate_format(fmt, fn);
+  // The K tile (64 or 128) must divide the block so each block's sum completes in registers.
+  I8H_CHECK_ARG(fmt.block_size % 64 == 0, fn, "block_size (B)",
+                "a multiple of 64 for the GEMM kernel (its K tile is 64 or 128)", fmt.block_size);
+  check_int8_operand(a.A, fn, "A");
+  check_int8_operand(a.B, fn, "B");
+  I8H_CHECK_NOT_NULL(a.QA, fn, "QA");
+  I8H_CHECK_NOT_NULL(a.FA, fn, "FA");
+  I8H_CHECK_NOT_NULL(a.QB, fn, "QB");
+  I8H_CHECK_NOT_NULL(a.FB, fn, "FB");
+  validate_dtype(a.out_dtype, fn, "out_dtype");
+  const GemmTile t = resolve_tile(tile, shape, fn);
+  I8H_CHECK_ARG(t != GemmTile::k128x128, fn, "tile", "64x64 or 128x64 for the hybrid GEMM",
+                gemm_tile_name(t));
+  if (shape.R == 0) return;
+
+  gemm::GroupedGemmParams p = base_params(shape, a.A, a.B, a.C, a.expert_offsets, workspace);
+  p.QA = a.QA;
+  p.QB = a.QB;
+  p.FA = a.FA;
+  p.FB = a.FB;
+  p.nb = static_cast<int>(num_blocks(shape.K, fmt));
+  p.ng = static_cast<int>(num_groups(shape.K, fmt));
+  const int bk = fmt.block_size % 128 == 0 ? 128 : 64;
+  p.k_tiles_per_block = fmt.block_size / bk;
+  p.blocks_per_group = fmt.super_group;
+  p.flush_period = static_cast<int>(int32_blocks_per_flush(fmt));
+  const int64_t max_m_tiles =
+      schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
+  if (a.out_dtype == DType::kBFloat16)
+    gemm::launch_hybrid_gemm_bf16(t, bk, p, max_m_tiles, stream);
+  else
+    gemm::launch_hybrid_gemm_fp16(t, bk, p, max_m_tiles, stream);
+}
+
+}  // namespace int8_hybrid_moe

@@ -1,0 +1,29 @@
+// Tile configurations of the grouped GEMMs and the launch entry each instantiation file provides
+// (internal to the launchers).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "int8_hybrid_moe/common.h"
+#include "int8_hybrid_moe/gemm.h"
+
+namespace int8_hybrid_moe::gemm {
+
+struct GroupedGemmParams;
+enum class Scheme : int;
+
+// Launches one grouped GEMM kernel. `tile` picks the CTA tile, `bk` the K tile (64 or 128),
+// `out` the output dtype. Throws InvalidArgument for a combination that is not instantiated.
+// Defined per scheme in gemm_instances_*.cu; grid = (upper bound of M-tiles) * n_tiles.
+void launch_per_token_gemm(GemmTile tile, DType out, GroupedGemmParams& p, int64_t max_m_tiles,
+                           cudaStream_t stream);
+void launch_hybrid_gemm_bf16(GemmTile tile, int bk, GroupedGemmParams& p, int64_t max_m_tiles,
+                             cudaStream_t stream);
+void launch_hybrid_gemm_fp16(GemmTile tile, int bk, GroupedGemmParams& p, int64_t max_m_tiles,
+                             cudaStream_t stream);
+
+// CTA rows of each tile config (the M-tile size the scheduler counts with).
+inline int tile_block_m(GemmTile t) { return t == GemmTile::k64x64 ? 64 : 128; }
+inline int tile_block_n(GemmTile t) { return t == GemmTile::k128x128 ? 128 : 64; }
+
+}  // namespace int8_hybrid_moe::gemm

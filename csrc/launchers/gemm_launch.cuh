@@ -1,0 +1,33 @@
+// Launch helper shared by the GEMM instantiation files (internal).
+#pragma once
+
+#include "kernels/gemm/grouped_gemm_sm80.cuh"
+#include "launchers/cuda_check.h"
+
+namespace int8_hybrid_moe::gemm {
+
+template <class Cfg, Scheme kScheme, typename Out>
+void launch_grouped_gemm_kernel(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
+  auto kernel = grouped_gemm_sm80_kernel<Cfg, kScheme, Out>;
+  constexpr int kSmem = Cfg::kSmemBytes;
+  // Above 48 KiB a kernel must opt in to dynamic shared memory (once per kernel and device is
+  // enough, but the call is cheap and keeps multi-device use correct).
+  I8H_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  p.n_tiles = static_cast<int>((p.N + Cfg::BN - 1) / Cfg::BN);
+  const int64_t grid = max_m_tiles * p.n_tiles;
+  I8H_CHECK_ARG(grid <= 0x7fffffff, "int8_grouped_gemm", "R * N", "small enough for a 2^31 grid",
+                grid);
+  if (grid == 0) return;
+  kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, kSmem, stream>>>(p);
+  I8H_CHECK_LAUNCH("grouped_gemm_sm80_kernel");
+}
+
+// The tile configs (BM, BN, BK, warps M x N, stages). Shared memory per CTA stays under the
+// 99 KiB opt-in limit of SM89 so every config runs on SM80, SM89 and SM90.
+using Tile64x64x128 = TileConfig<64, 64, 128, 2, 2, 4>;    // 69.6 KiB
+using Tile128x64x128 = TileConfig<128, 64, 128, 4, 2, 3>;  // 78 KiB
+using Tile64x64x64 = TileConfig<64, 64, 64, 2, 2, 4>;      // 36.9 KiB
+using Tile128x64x64 = TileConfig<128, 64, 64, 4, 2, 4>;    // 55 KiB
+using Tile128x128x64 = TileConfig<128, 128, 64, 4, 2, 4>;  // 73.7 KiB (per-token only)
+
+}  // namespace int8_hybrid_moe::gemm
