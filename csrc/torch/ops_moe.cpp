@@ -142,9 +142,9 @@ Tensor moe_forward(const Tensor& hidden, const Tensor& topk_ids, const Tensor& t
 
   const c10::cuda::CUDAGuard guard(hidden.device());
   Tensor out = at::empty({M, K}, hidden.options());
+  if (M == 0) return out;  // no token: nothing to run (the C++ API wants M > 0)
   size_t ws_bytes = 0;
   call_api([&] { ws_bytes = moe_workspace_size(p, o); });
-  if (M == 0) return out;
   Tensor ws = workspace(hidden, ws_bytes);
   call_api([&] {
     int8_hybrid_moe::moe_forward(p, o, in, w, out.data_ptr(), ws.data_ptr(), ws_bytes,
