@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "int8_hybrid_moe/reference.h"
@@ -19,6 +20,9 @@ float mul_rn(float a, float b) {
 
 // The GEMM epilogue: the exact value rounded to fp32 (the GPU accumulates in fp32), then to dtype.
 float round_result(double v, DType t) {
+  // A finite double beyond the fp32 range would make the cast undefined; it is Inf in any dtype.
+  if (std::fabs(v) > double(std::numeric_limits<float>::max()) && !std::isnan(v))
+    return v > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
   return round_to(float(v), t);
 }
 
