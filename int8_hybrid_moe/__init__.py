@@ -19,6 +19,7 @@ from ._lib import (
     is_available,
     library_path,
     load_library,
+    loaded_library,
 )
 from .activation import MoEActivation
 from .format import HybridFormat, QuantScheme
@@ -41,6 +42,7 @@ __all__ = [
     "is_available",
     "library_path",
     "load_library",
+    "loaded_library",
     "MoEActivation",
     "HybridFormat",
     "QuantScheme",

@@ -1,0 +1,139 @@
+"""The torch reference (int8_hybrid_moe.reference) against values worked out by hand from the
+format rules (CPU, no library needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from int8_hybrid_moe import reference as ref
+
+
+def test_hybrid_hand_example():
+    # One row, K = 32, B = 16, S = 2 (one group): block 0 amax 2, block 1 amax 0.5.
+    x = torch.tensor([[1.0, -2.0] * 8 + [0.5] * 16])
+    t = ref.quantize_hybrid(x, 16, 2, 16)
+    F = torch.tensor(2.0) / torch.tensor(127.0 * 16)
+    assert torch.equal(t.F, F.reshape(1, 1))
+    assert t.Q.tolist() == [[16, 4]]  # ceil(2/(127F)) = 16, ceil(0.5/(127F)) = 4
+    # q = rint(x / (Q*F)): 1/(16F) = 63.5 -> 64 (half to even), -2 -> -127, 0.5/(4F) = 127.
+    assert t.q[0, :2].tolist() == [64, -127]
+    assert t.q[0, 16:].tolist() == [127] * 16
+
+
+def test_hybrid_zero_rows_and_groups():
+    x = torch.zeros(2, 64)
+    x[1, 40] = 3.0  # only block 1 of group 1 (B=16, S=2) is non-zero
+    t = ref.quantize_hybrid(x, 16, 2, 8)
+    assert t.F[0].tolist() == [1.0, 1.0]  # gmax == 0 -> F = 1
+    assert t.Q[0].tolist() == [1, 1, 1, 1]
+    assert t.F[1, 0].item() == 1.0
+    assert t.F[1, 1].item() == pytest.approx(3.0 / (127 * 8))
+    assert t.Q[1].tolist() == [1, 1, 8, 1]
+    assert t.q[1, 40].item() == 127 and int(t.q[1].abs().sum()) == 127
+
+
+def test_hybrid_short_last_block_and_properties():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(7, 80, generator=g) * torch.logspace(-3, 1, 80)).to(torch.bfloat16)
+    B, S, qm = 32, 2, 16
+    t = ref.quantize_hybrid(x, B, S, qm)
+    assert t.Q.shape == (7, 3) and t.F.shape == (7, 2)
+    assert int(t.Q.min()) >= 1 and int(t.Q.max()) <= qm
+    assert int(t.q.abs().max()) <= 127
+    d = ref.dequantize_hybrid(t, B, S)
+    # Error at most half a step of the block: 0.5 * Q * F.
+    step = (t.Q.float() * t.F[:, torch.arange(3) // S])[:, torch.arange(80) // B]
+    assert bool(((d - x.float()).abs() <= 0.5 * step * (1 + 1e-6)).all())
+
+
+def test_per_token_hand_example():
+    x = torch.tensor([[0.0, 1.0, -2.54], [0.0, 0.0, 0.0]])
+    t = ref.quantize_per_token(x)
+    assert t.scale[1].item() == 1.0
+    assert t.scale[0].item() == pytest.approx(2.54 / 127)
+    assert t.q[0].tolist() == [0, 50, -127]
+    assert t.q[1].tolist() == [0, 0, 0]
+
+
+def test_hybrid_gemm_matches_dequantized_product():
+    g = torch.Generator().manual_seed(1)
+    B, S, qm = 16, 2, 16
+    a = ref.quantize_hybrid(torch.randn(5, 96, generator=g), B, S, qm)
+    w = ref.quantize_hybrid(torch.randn(3, 96, generator=g), B, S, qm)
+    got = ref.hybrid_gemm(a, w, B, S)
+    want = ref.dequantize_hybrid(a, B, S).double() @ ref.dequantize_hybrid(w, B, S).double().t()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)  # dequant rounds to fp32
+
+
+def test_per_token_gemm():
+    g = torch.Generator().manual_seed(2)
+    a = ref.quantize_per_token(torch.randn(4, 32, generator=g))
+    w = ref.quantize_per_token(torch.randn(6, 32, generator=g))
+    want = ref.dequantize_per_token(a).double() @ ref.dequantize_per_token(w).double().t()
+    torch.testing.assert_close(ref.per_token_gemm(a, w), want, rtol=1e-5, atol=1e-6)  # dequant rounds to fp32
+
+
+def test_permute_with_map_and_invalid_ids():
+    ids = torch.tensor([[1, 0], [2, 1], [5, 0], [3, 2]], dtype=torch.int32)
+    emap = torch.tensor([-1, 0, 1, -1], dtype=torch.int32)  # experts 1, 2 are local 0, 1
+    r = ref.permute(ids, 4, emap, 2)
+    assert r.invalid_ids == 1  # id 5
+    assert r.expert_offsets.tolist() == [0, 2, 4]
+    kept = r.permuted_to_token_slot[:4].tolist()
+    assert kept == [0, 3, 2, 7]  # expert 1: slots (0,0),(1,1); expert 2: (1,0),(3,1)
+    t2p = r.token_slot_to_permuted.tolist()
+    assert t2p == [0, -1, 2, 1, -1, -1, -1, 3]
+
+
+def test_unpermute_and_silu():
+    y = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    w = torch.tensor([[0.5, 0.25]])
+    out = ref.unpermute(y, w, torch.tensor([1, -1], dtype=torch.int32))
+    assert out.tolist() == [[1.5, 2.0]]
+    x = torch.tensor([[0.0, 1.0, 2.0, 3.0]], dtype=torch.bfloat16)
+    s = ref.silu_and_mul(x)
+    assert s.dtype == torch.bfloat16
+    want = torch.tensor([0.0, (1 / (1 + torch.exp(torch.tensor(-1.0)))) * 3.0])
+    torch.testing.assert_close(s.float()[0], want.to(torch.bfloat16).float())
+
+
+def test_quantized_pipeline_close_to_float():
+    g = torch.Generator().manual_seed(3)
+    M, K, N, E, k = 12, 128, 64, 4, 2
+    B, S, qm = 64, 256, 16
+    hidden = torch.randn(M, K, generator=g).to(torch.bfloat16)
+    w13 = (torch.randn(E, 2 * N, K, generator=g) / K**0.5).to(torch.bfloat16)
+    w2 = (torch.randn(E, K, N, generator=g) / N**0.5).to(torch.bfloat16)
+    ids, tw = ref.routing_inputs(M, E, k, "zipf", g)
+    a = ref.quantize_hybrid(w13, B, S, qm)
+    b = ref.quantize_hybrid(w2, B, S, qm)
+    q = ref.moe_forward_quantized(hidden, ids, tw, a.q, a.Q, a.F, b.q, b.Q, b.F, True, B, S, qm)
+    f = ref.moe_forward_float(hidden, ids, tw, w13, w2)
+    assert q.dtype == torch.bfloat16 and q.shape == (M, K)
+    assert ref.rel_l2(q, f) < 0.05
+    pa = ref.quantize_per_token(w13)
+    pb = ref.quantize_per_token(w2)
+    qp = ref.moe_forward_quantized(hidden, ids, tw, pa.q, None, pa.scale, pb.q, None, pb.scale, False)
+    assert ref.rel_l2(qp, f) < 0.05
+
+
+def test_agreement_criterion():
+    r = torch.tensor([1.0, 2.0, -4.0])
+    assert ref.check_agreement(r, r, torch.bfloat16).agree
+    bad = r.clone()
+    bad[1] += 0.1
+    a = ref.check_agreement(bad, r, torch.bfloat16)
+    assert not a.agree and a.num_bad == 1
+    # 2 ulp of bf16 at 1.0 is 2^-6.
+    assert ref.dtype_ulp(torch.tensor([1.0]), torch.bfloat16).item() == 2.0**-7
+
+
+def test_routing_inputs():
+    g = torch.Generator().manual_seed(0)
+    ids, w = ref.routing_inputs(50, 16, 4, "uniform", g)
+    assert ids.dtype == torch.int32 and ids.shape == (50, 4)
+    assert all(len(set(r)) == 4 for r in ids.tolist())
+    torch.testing.assert_close(w.sum(1), torch.ones(50))
+    with pytest.raises(ValueError):
+        ref.routing_inputs(2, 4, 1, "bogus", g)
