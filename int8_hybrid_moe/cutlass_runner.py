@@ -56,16 +56,29 @@ def env_switch(name: str, default: bool) -> bool:
     raise ValueError(f'environment variable {name} must be "0" or "1", got "{v}"')
 
 
+def _constant_under_compile(fn):
+    # torch.compile evaluates these at trace time and bakes the result into the graph (no graph
+    # break on os.environ); eager calls read the environment each time.
+    marker = getattr(torch.compiler, "assume_constant_result", None)
+    return marker(fn) if marker is not None else fn
+
+
+@_constant_under_compile
+def _env_fused_silu_quant() -> bool:
+    return env_switch(ENV_FUSED_SILU_QUANT, True)
+
+
+@_constant_under_compile
+def _env_fused_permute_quant() -> bool:
+    return env_switch(ENV_FUSED_PERMUTE_QUANT, False)
+
+
 def resolve_fused_options(
     fused_silu_quant: Optional[bool] = None, fused_permute_quant: Optional[bool] = None
 ) -> Tuple[bool, bool]:
     """(fused_silu_quant, fused_permute_quant): the arguments, or the environment when None."""
-    silu = env_switch(ENV_FUSED_SILU_QUANT, True) if fused_silu_quant is None else bool(fused_silu_quant)
-    perm = (
-        env_switch(ENV_FUSED_PERMUTE_QUANT, False)
-        if fused_permute_quant is None
-        else bool(fused_permute_quant)
-    )
+    silu = _env_fused_silu_quant() if fused_silu_quant is None else bool(fused_silu_quant)
+    perm = _env_fused_permute_quant() if fused_permute_quant is None else bool(fused_permute_quant)
     return silu, perm
 
 

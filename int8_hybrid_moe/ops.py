@@ -205,7 +205,8 @@ def moe_workspace_size(
     fused_silu_quant: int = -1,
     fused_permute_quant: int = -1,
 ) -> int:
-    """Bytes of workspace the single-op forward allocates (host-side, no GPU needed)."""
+    """Bytes of workspace the single-op forward allocates (validates on the host; the size
+    itself queries CUB on the current device)."""
     return _ops.moe_workspace_size(
         num_tokens,
         hidden,

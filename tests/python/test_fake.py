@@ -75,7 +75,7 @@ def test_meta_tensors(lib, case):
 @pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
 def test_fake_tensor_mode_cuda_device(lib, case):
     with FakeTensorMode(allow_non_fake_inputs=False):
-        name, args, kwargs, expected = _cases(dev="cuda")
+        name, args, kwargs, expected = _cases(dev="cuda")[case]
         out = getattr(lib, name)(*args, **kwargs)
         outs = out if isinstance(out, (tuple, list)) else [out]
         assert all(t.device.type == "cuda" for t in outs)
@@ -116,17 +116,19 @@ def test_orchestrator_traces_symbolically(lib, scheme, fused):
     sch = QuantScheme.parse(scheme)
     fmt = HybridFormat(128, 256, 16)
     hybrid = sch == QuantScheme.HYBRID
-    w = Int8MoEWeights(
-        sch, fmt,
+    wts = [
         torch.zeros(E, 2 * N, K, dtype=torch.int8),
-        torch.ones(E, 2 * N, 2, dtype=torch.int32) if hybrid else None,
+        torch.ones(E, 2 * N, 2, dtype=torch.int32),
         torch.ones((E, 2 * N, 1) if hybrid else (E, 2 * N)),
         torch.zeros(E, K, N, dtype=torch.int8),
-        torch.ones(E, K, 1, dtype=torch.int32) if hybrid else None,
+        torch.ones(E, K, 1, dtype=torch.int32),
         torch.ones((E, K, 1) if hybrid else (E, K)),
-    )
+    ]
 
-    def fwd(hidden, ids, weights):
+    def fwd(hidden, ids, weights, w13_q, w13_Q, w13_s, w2_q, w2_Q, w2_s):
+        w = Int8MoEWeights(
+            sch, fmt, w13_q, w13_Q if hybrid else None, w13_s, w2_q, w2_Q if hybrid else None, w2_s
+        )
         return cutlass_moe_int8(
             hidden, ids, weights, w, fused_silu_quant=fused[0], fused_permute_quant=fused[1]
         )
@@ -134,7 +136,7 @@ def test_orchestrator_traces_symbolically(lib, scheme, fused):
     hidden = torch.zeros(M, K, dtype=BF16)
     ids = torch.zeros(M, k, dtype=torch.int32)
     tw = torch.zeros(M, k)
-    gm = make_fx(fwd, tracing_mode="symbolic")(hidden, ids, tw)
+    gm = make_fx(fwd, tracing_mode="symbolic")(hidden, ids, tw, *wts)
     targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
     assert "int8_hybrid_moe.moe_permute.default" in targets
     assert "int8_hybrid_moe.moe_unpermute.default" in targets

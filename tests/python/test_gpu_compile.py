@@ -9,7 +9,7 @@ from gpu_util import randn, routing
 
 
 @pytest.mark.parametrize("scheme", ["hybrid", "per_token"])
-@pytest.mark.parametrize("fused_perm", [False, True])
+@pytest.mark.parametrize("fused_perm", [False, True, None])
 def test_compiled_forward_matches_eager(cuda, lib, scheme, fused_perm):
     from int8_hybrid_moe.cutlass_runner import cutlass_moe_int8, quantize_moe_weights
 
@@ -20,6 +20,8 @@ def test_compiled_forward_matches_eager(cuda, lib, scheme, fused_perm):
     w = quantize_moe_weights(w13, w2, scheme)
 
     def fwd(hidden, ids, tw):
+        if fused_perm is None:  # both switches from the environment (defaults: 1, 0)
+            return cutlass_moe_int8(hidden, ids, tw, w)
         return cutlass_moe_int8(hidden, ids, tw, w, fused_silu_quant=True, fused_permute_quant=fused_perm)
 
     torch._dynamo.reset()
