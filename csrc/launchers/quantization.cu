@@ -51,7 +51,7 @@ struct RowConfig {
 RowConfig row_config(int64_t K) {
   const int64_t chunks = K / 16;
   int team = 32;
-  while (chunks > int64_t(team) * 4 && team < kQuantThreads) team *= 2;
+  while (chunks > int64_t(team) * 2 && team < kQuantThreads) team *= 2;
   const int64_t need = (chunks + team - 1) / team;
   const int cpt = need <= 1 ? 1 : need <= 2 ? 2 : need <= 4 ? 4 : 8;
   return {team, cpt};

@@ -10,7 +10,8 @@
 //      first lane of each segment;
 //   3. per block: F, Q and the scale s = Q * F (written to shared memory in place of amax);
 //   4. per chunk: q = clamp(rint(x / s)), one 16-byte store per chunk and destination row.
-// __launch_bounds__(.., 2) lets ptxas use up to 128 registers (it spilled at its own 64-80).
+// __launch_bounds__: min 4 CTAs/SM for CPT <= 2 (64 registers, no spills) for occupancy; min 2
+// for CPT 4 / 8 (128 registers; ptxas spilled at its own 64-80 without a bound).
 // The fp32 operation order is the one of docs/FORMAT.md, with _rn intrinsics so nothing is
 // contracted or approximated.
 #pragma once
@@ -102,7 +103,8 @@ __device__ __forceinline__ uint32_t quantize_elem(float x, float s, bool bad) {
 }
 
 template <DType T, bool kSilu, bool kHybrid, int CPT>
-__global__ void __launch_bounds__(kQuantThreads, 2) quantize_rows_kernel(const RowQuantParams p) {
+__global__ void __launch_bounds__(kQuantThreads, CPT <= 2 ? 4 : 2)
+    quantize_rows_kernel(const RowQuantParams p) {
   extern __shared__ uint32_t smem[];
   const int team = threadIdx.x / p.team;
   const int lt = threadIdx.x % p.team;  // thread index within the team
