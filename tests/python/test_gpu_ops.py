@@ -167,7 +167,7 @@ def test_hybrid_grouped_gemm(cuda, lib, gen, dtype, counts, fmt):
     a = ref.quantize_hybrid(randn((R, K), dtype, gen), B, S, qm)
     w = ref.quantize_hybrid(randn((E, N, K), dtype, gen, 0.1), B, S, qm)
     offs = offsets_from_counts(counts)
-    for tile in range(4):
+    for tile in range(3):  # auto, 64x64, 128x64 (the hybrid GEMM has no 128x128 tile)
         out = lib.cutlass_int8_blockwise_hybrid_grouped(
             a.q, a.Q, a.F, w.q, w.Q, w.F, offs, B, S, qm, dtype, tile
         )
