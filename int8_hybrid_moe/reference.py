@@ -248,9 +248,10 @@ def moe_forward_quantized(
     expert_map: Optional[torch.Tensor] = None,
     num_experts: Optional[int] = None,
 ) -> torch.Tensor:
-    """The quantized pipeline as the GPU runs it, in float64 where exact: quantize the hidden rows,
-    GEMM1 (rounded to dtype), silu_and_mul (rounded), quantize, GEMM2 (rounded), weighted sum
-    over the slots in float64, rounded to dtype. Returns [M, K] in hidden.dtype."""
+    """The quantized pipeline as the GPU runs it (docs/FORMAT.md section 8): quantize the hidden
+    rows, GEMM1 (exact value -> fp32 -> dtype), silu_and_mul (rounded), quantize, GEMM2 (same
+    rounding), weighted sum over the slots in fp32 (slots ascending), rounded to dtype.
+    Returns [M, K] in hidden.dtype."""
     dtype = hidden.dtype
     M, K = hidden.shape
     e_local = w13_q.shape[0]
@@ -260,7 +261,8 @@ def moe_forward_quantized(
         xq = quantize_hybrid(hidden, block_size, super_group, q_max)
     else:
         xq = quantize_per_token(hidden)
-    out = torch.zeros((M, K), dtype=torch.float64, device=hidden.device)
+    k = topk_ids.shape[1]
+    ys = torch.zeros((M, k, K), dtype=torch.float32, device=hidden.device)  # dropped slots: 0
     for e, tok, slot in _slots_by_expert(local, e_local):
         if hybrid:
             a = HybridRef(xq.q[tok], xq.Q[tok], xq.F[tok])
@@ -268,15 +270,22 @@ def moe_forward_quantized(
         else:
             a = PerTokenRef(xq.q[tok], xq.scale[tok])
             h1 = per_token_gemm(a, PerTokenRef(w13_q[e], w13_scale[e]))
-        act = silu_and_mul(h1.to(dtype), dtype)
+        # Exact value rounded to fp32, then to the dtype (the GPU's fp32 epilogue).
+        act = silu_and_mul(h1.to(torch.float32).to(dtype), dtype)
         if hybrid:
             aq = quantize_hybrid(act, block_size, super_group, q_max)
             y = hybrid_gemm(aq, HybridRef(w2_q[e], w2_Q[e], w2_scale[e]), block_size, super_group)
         else:
             aq = quantize_per_token(act)
             y = per_token_gemm(aq, PerTokenRef(w2_q[e], w2_scale[e]))
-        y = y.to(dtype).to(torch.float64)
-        out.index_add_(0, tok, y * topk_weights[tok, slot].to(torch.float64).unsqueeze(1))
+        ys[tok, slot] = y.to(torch.float32).to(dtype).to(torch.float32)
+    # Weighted sum in fp32 from 0, slots ascending, each product rounded before the addition.
+    w32 = topk_weights.to(torch.float32)
+    valid = (local >= 0).to(torch.float32)
+    out = torch.zeros((M, K), dtype=torch.float32, device=hidden.device)
+    for j in range(k):
+        prod = (w32[:, j] * valid[:, j]).unsqueeze(1) * ys[:, j]
+        out = out + prod
     return out.to(dtype)
 
 
