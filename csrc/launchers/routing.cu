@@ -51,16 +51,47 @@ struct PermuteWorkspace {
   size_t total() const { return fixed() + align_up(cub_bytes); }
 };
 
-PermuteWorkspace permute_workspace(int n, int E_local) {
-  PermuteWorkspace w;
-  w.keys_bytes = align_up(size_t(n) * sizeof(uint32_t));
+// Whether a CUDA device can be used: cudaGetDeviceCount fails (no driver, no device) or
+// reports 0 on a machine without a GPU. The error it returns is cleared, so it does not
+// resurface at the caller's next cudaGetLastError.
+bool cuda_device_present() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+// Bound of CUB's radix-sort temp storage for n pairs when no device can be asked. CUB's
+// SortPairs (onesweep or the classic upsweep/downsweep) allocates alternate key and value
+// buffers (n words each, only for more than one digit pass) plus per-pass digit histograms, the
+// per-tile decoupled look-back state (256 digit counters per tile of several thousand items:
+// well under one word per item) and counters. We reserve 2 n words, one more word per item and
+// 4 MiB, which covers every architecture's tuning with a wide margin.
+size_t cub_bytes_estimate(int n) {
+  if (n == 0) return 0;
+  return 3 * size_t(n) * sizeof(uint32_t) + (size_t(4) << 20);
+}
+
+// CUB's exact temp-storage size for n pairs on the current device (needs a device).
+size_t cub_bytes_query(int n, int E_local) {
+  size_t bytes = 0;
   if (n > 0) {
     // Size query only (null temp storage): no work is enqueued.
     I8H_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-        nullptr, w.cub_bytes, static_cast<const uint32_t*>(nullptr),
-        static_cast<uint32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
-        static_cast<int32_t*>(nullptr), n, 0, sort_end_bit(E_local)));
+        nullptr, bytes, static_cast<const uint32_t*>(nullptr), static_cast<uint32_t*>(nullptr),
+        static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n, 0,
+        sort_end_bit(E_local)));
   }
+  return bytes;
+}
+
+// `exact`: CUB's own query (needs a device); otherwise the device-free estimate.
+PermuteWorkspace permute_workspace(int n, int E_local, bool exact) {
+  PermuteWorkspace w;
+  w.keys_bytes = align_up(size_t(n) * sizeof(uint32_t));
+  w.cub_bytes = exact ? cub_bytes_query(n, E_local) : cub_bytes_estimate(n);
   return w;
 }
 
@@ -74,7 +105,9 @@ int grid_for(int64_t work_items, int threads) {
 
 size_t moe_permute_workspace_size(const PermuteProblem& p) {
   validate_problem(p, "moe_permute_workspace_size");
-  return permute_workspace(static_cast<int>(p.num_tokens * p.top_k), p.num_local_experts).total();
+  return permute_workspace(static_cast<int>(p.num_tokens * p.top_k), p.num_local_experts,
+                           cuda_device_present())
+      .total();
 }
 
 void moe_permute(const PermuteProblem& p, DType dtype, const void* hidden, const int32_t* topk_ids,
@@ -112,9 +145,13 @@ void moe_permute(const PermuteProblem& p, DType dtype, const void* hidden, const
   // 16-byte vectors in the gather when rows and bases allow; scalar copies otherwise.
   const bool vec = p.hidden % 8 == 0 && aligned16(hidden) && aligned16(out.permuted_hidden);
 
-  const PermuteWorkspace ws = permute_workspace(n, p.num_local_experts);
+  // The real requirement of CUB on this device (the caller may have sized the workspace with
+  // the device-free estimate, which is larger).
+  const PermuteWorkspace ws = permute_workspace(n, p.num_local_experts, /*exact=*/true);
   I8H_CHECK_ARG(workspace_bytes >= ws.total(), fn, "workspace_bytes",
-                detail::concat(">= moe_permute_workspace_size(p) = ", ws.total()), workspace_bytes);
+                detail::concat(">= the CUB radix sort's requirement on this device, ", ws.total(),
+                               " (moe_permute_workspace_size(p))"),
+                workspace_bytes);
 
   char* base = static_cast<char*>(workspace);
   uint32_t* keys_in = reinterpret_cast<uint32_t*>(base);

@@ -42,7 +42,14 @@ struct PermuteOutputs {
   int32_t* invalid_ids = nullptr;   // optional device int32: += number of ids outside [0, E)
 };
 
-// Workspace bytes moe_permute needs for this problem (CUB radix sort + keys).
+// Workspace bytes moe_permute needs for this problem (CUB radix sort + keys). CUB's temp
+// storage depends on the device (its tuning per architecture), so the size is exact only when a
+// CUDA device is present: then it is CUB's own query for the current device. Without one
+// (cudaGetDeviceCount fails or returns 0, e.g. CPU-only CI computing moe_workspace_size) it is a
+// conservative estimate from the problem alone: the three key/value arrays plus, for n =
+// num_tokens * top_k pairs, 3 * n * 4 bytes + 4 MiB for CUB (its alternate key and value
+// buffers, histograms and look-back state). moe_permute checks on the device that
+// workspace_bytes covers the real requirement.
 size_t moe_permute_workspace_size(const PermuteProblem& p);
 
 // topk_ids int32 [M, top_k]; hidden [M, K] in `dtype` (may be null when permuted_hidden is null).

@@ -1,6 +1,7 @@
 // Argument validation of every memory-bound kernel launcher (kernels.h). Each call below has
 // exactly one bad argument; validation happens before any CUDA call, so these run without a GPU
 // (the fake device pointers are never dereferenced).
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -358,6 +359,35 @@ TEST(KernelArgs, PermuteWorkspaceSize) {
   EXPECT_BAD_ARG(moe_permute_workspace_size(problem(4, 128, 0, 8, 8)), fn, "top_k");
   EXPECT_BAD_ARG(moe_permute_workspace_size(problem(4, 128, 2, 0, 0)), fn, "num_experts");
   EXPECT_BAD_ARG(moe_permute_workspace_size(problem(4, 128, 2, 8, 0)), fn, "num_local_experts");
+}
+
+// Runs with or without a GPU: without one (CPU-only CI) the size is the device-free estimate,
+// which must still be positive, grow with M and cover the key arrays and CUB's alternate
+// key/value buffers; with one it is CUB's own query.
+TEST(KernelArgs, PermuteWorkspaceSizeWithoutDeviceQuery) {
+  int count = 0;
+  const bool device = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  (void)cudaGetLastError();
+  for (const int E : {8, 64, 256}) {
+    size_t prev = 0;
+    for (const int64_t M : {0, 1, 7, 64, 1000, 8192, 65536}) {
+      const int top_k = 8;
+      size_t bytes = 0;
+      ASSERT_NO_THROW(bytes = moe_permute_workspace_size(problem(M, 2048, top_k, E, E)))
+          << "E " << E << " M " << M;
+      if (M > 0) {
+        EXPECT_GT(bytes, size_t(0)) << "E " << E << " M " << M;
+      }
+      EXPECT_GE(bytes, prev) << "E " << E << " M " << M << ": not monotone in M";
+      const size_t n = size_t(M) * top_k;
+      const size_t keys = (n * 4 + 255) / 256 * 256;
+      EXPECT_GE(bytes, 3 * keys) << "E " << E << " M " << M;
+      if (!device && M > 0) {
+        EXPECT_GE(bytes, 3 * keys + 2 * n * 4 + (size_t(4) << 20)) << "E " << E << " M " << M;
+      }
+      prev = bytes;
+    }
+  }
 }
 
 }  // namespace
