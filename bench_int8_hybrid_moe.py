@@ -32,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="End-to-end INT8 MoE forward (permute -> quant -> GEMM1 -> SiLU*up+quant -> "
         "GEMM2 -> unpermute) through the PyTorch extension: correctness check, per-stage "
         "timing, TOPS, and a bf16/fp16 baseline on the same inputs.",
-        epilog="Environment: VLLM_INT8_HYBRID_FUSED_SILU_QUANT (0|1, default 1), "
+        epilog="Check: the GPU output vs the torch reference of the quantized pipeline on the "
+        "sampled tokens; agreement: (1) at least 99.9%% of the elements (all but one token row "
+        "below 1000 tokens) within 2 ulp + 1e-3 * rms(ref), (2) every element within 4 ulp + "
+        "5e-2 * rms(ref), (3) relative L2 <= max(1e-3, 8e-3 / sqrt(tokens)) (docs/FORMAT.md "
+        "section 8); exit code 2 when it fails. "
+        "Environment: VLLM_INT8_HYBRID_FUSED_SILU_QUANT (0|1, default 1), "
         "VLLM_INT8_HYBRID_FUSED_PERMUTE_QUANT (0|1, default 0), INT8_HYBRID_MOE_LIB (path of "
         "libint8_hybrid_moe_ops.so, default <repo>/build/).",
     )
@@ -280,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
         "agreement_criterion": ref.AGREEMENT_CRITERION,
         "schemes": {},
     }
+    if not args.no_check:
+        print(f"check criterion: {ref.AGREEMENT_CRITERION}")
     sample = torch.tensor(sample_tokens(M, args.check_tokens), device=dev, dtype=torch.int64)
     float_ref = None
     if not args.no_check:
@@ -324,8 +331,10 @@ def run(args: argparse.Namespace) -> int:
                 scheme == QuantScheme.HYBRID, fmt.block_size, fmt.super_group, fmt.q_max,
                 num_experts=E,
             )
+            agreements = {}
             for label, out in (("moe_forward_op", out_op), ("orchestrator", out_py)):
-                agr = ref.check_agreement(out[sample], qref, dtype)
+                agr = ref.check_agreement(out[sample], qref, dtype, row_len=K)
+                agreements[label] = agr
                 check[label] = agr._asdict()
                 check[label]["rel_l2_vs_float"] = ref.rel_l2(out[sample], float_ref)
             check["quantized_ref_rel_l2_vs_float"] = ref.rel_l2(qref, float_ref)
@@ -334,12 +343,11 @@ def run(args: argparse.Namespace) -> int:
             check["ok"] = ok
             all_ok &= ok
             entry["check"] = check
-            print(f"[{name}] check on {len(sample)} tokens ({ref.AGREEMENT_CRITERION}): "
-                  f"{'PASS' if ok else 'FAIL'}; weights exact={check['weights_exact']}; "
-                  f"op bad={check['moe_forward_op']['num_bad']} worst err/tol="
-                  f"{check['moe_forward_op']['worst_err_over_tol']:.3f}; orchestrator bad="
-                  f"{check['orchestrator']['num_bad']}; rel L2 vs float="
+            print(f"[{name}] check on {len(sample)} tokens: {'PASS' if ok else 'FAIL'}; "
+                  f"weights exact={check['weights_exact']}; rel L2 vs float="
                   f"{check['moe_forward_op']['rel_l2_vs_float']:.4e}")
+            for label in ("moe_forward_op", "orchestrator"):
+                print(f"[{name}]   {label}: {ref.describe_agreement(agreements[label])}")
 
         if args.profile and name == schemes_of(args)[0]:
             for _ in range(args.warmup):

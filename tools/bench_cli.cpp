@@ -35,8 +35,11 @@ const char* scheme_choice_name(SchemeChoice s) {
 }
 
 const char* const kAgreementCriterion =
-    "every checked element satisfies |gpu - ref| <= 2 ulp of the output dtype at |ref| + "
-    "1e-3 * rms(ref) (allowed differences: fp32 summation order, expf ulps, one rounding)";
+    "(1) at least 99.9% of the checked elements (all but one token row when fewer than 1000 "
+    "tokens are checked) within the tight bound |gpu - ref| <= 2 ulp_dtype(ref) + 1e-3 * "
+    "rms(ref); (2) every element finite and within the loose bound 4 ulp_dtype(ref) + 5e-2 * "
+    "rms(ref) (one re-quantization step of one intermediate); (3) relative L2 of gpu - ref <= "
+    "max(1e-3, 8e-3 / sqrt(tokens)) (docs/FORMAT.md section 8)";
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -350,30 +353,39 @@ double dtype_ulp(double x, DType dtype) {
   return std::ldexp(1.0, e - mant);
 }
 
-Agreement check_agreement(const std::vector<float>& got, const std::vector<float>& ref,
-                          DType dtype) {
+Agreement check_agreement(const std::vector<float>& got, const std::vector<float>& ref, DType dtype,
+                          int64_t row_len) {
   Agreement a;
   a.count = static_cast<int64_t>(ref.size());
+  a.row_len = row_len > 0 ? row_len : 0;
   if (got.size() != ref.size()) {
-    a.agree = false;
-    a.num_bad = a.count;
+    a.num_bad = a.num_outside_loose = a.count;
+    a.tight_ok = a.loose_ok = a.rel_l2_ok = a.agree = false;
+    a.rel_l2 = std::numeric_limits<double>::infinity();
     return a;
   }
   double ss = 0;
   for (float r : ref) ss += static_cast<double>(r) * r;
   a.rms_ref = ref.empty() ? 0.0 : std::sqrt(ss / static_cast<double>(ref.size()));
+  const double inf = std::numeric_limits<double>::infinity();
+  double diff_ss = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     const double d = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    const double tol = 2.0 * dtype_ulp(ref[i], dtype) + 1e-3 * a.rms_ref;
-    const bool ok = std::isfinite(d) && d <= tol;
-    if (std::isfinite(d)) {
-      a.max_abs_err = std::max(a.max_abs_err, d);
-      a.worst_err_over_tol = std::max(a.worst_err_over_tol, d / tol);
-    } else {
-      a.max_abs_err = std::numeric_limits<double>::infinity();
-      a.worst_err_over_tol = std::numeric_limits<double>::infinity();
+    const double ulp = dtype_ulp(ref[i], dtype);
+    const double tight = kTightUlps * ulp + kTightRms * a.rms_ref;
+    const double loose = kLooseUlps * ulp + kLooseRms * a.rms_ref;
+    const bool finite = std::isfinite(d);
+    const double over_tight = finite ? d / tight : inf;
+    const double over_loose = finite ? d / loose : inf;
+    diff_ss += finite ? d * d : inf;
+    a.max_abs_err = std::max(a.max_abs_err, finite ? d : inf);
+    a.worst_err_over_tol = std::max(a.worst_err_over_tol, over_tight);
+    if (a.worst_loose < 0 || over_loose > a.worst_err_over_loose) {
+      a.worst_err_over_loose = over_loose;
+      a.worst_loose = static_cast<int64_t>(i);
     }
-    if (!ok) {
+    if (!(over_loose <= 1.0)) ++a.num_outside_loose;
+    if (!(over_tight <= 1.0)) {
       if (a.first_bad < 0) {
         a.first_bad = static_cast<int64_t>(i);
         a.first_bad_got = got[i];
@@ -382,8 +394,37 @@ Agreement check_agreement(const std::vector<float>& got, const std::vector<float
       ++a.num_bad;
     }
   }
-  a.agree = a.num_bad == 0;
+  // (1): 0.1% of the elements, but never less than one token row: a single flipped rounding of
+  // one intermediate element moves the whole output row of its token (all K elements) by up to
+  // one quantization step of that element, which can exceed the tight bound on many of them.
+  a.allowed_outside_tight =
+      static_cast<int64_t>(std::floor(kMaxOutsideTightFraction * static_cast<double>(a.count)));
+  a.allowed_outside_tight = std::max(a.allowed_outside_tight, a.row_len);
+  // (3): one such step moves a row by at most ~1/127 of its norm, i.e. the relative L2 of
+  // `tokens` rows by 8e-3 / sqrt(tokens); never looser than that, never tighter than 1e-3.
+  a.rel_l2 = ss > 0 ? std::sqrt(diff_ss / ss) : (diff_ss == 0 ? 0.0 : inf);
+  if (a.row_len > 0 && a.count > 0) {
+    const double tokens = static_cast<double>(a.count) / static_cast<double>(a.row_len);
+    a.rel_l2_limit = std::max(kRelL2Limit, kRelL2OneStepPerRow / std::sqrt(tokens));
+  }
+  a.tight_ok = a.num_bad <= a.allowed_outside_tight;
+  a.loose_ok = a.num_outside_loose == 0;
+  a.rel_l2_ok = a.rel_l2 <= a.rel_l2_limit;
+  a.agree = a.tight_ok && a.loose_ok && a.rel_l2_ok;
   return a;
+}
+
+std::string describe_agreement(const Agreement& a) {
+  std::ostringstream o;
+  o << a.num_bad << "/" << a.count << " outside tight (allowed " << a.allowed_outside_tight
+    << (a.tight_ok ? "" : ", FAILED") << "), worst err/tight " << std::setprecision(3)
+    << a.worst_err_over_tol << ", " << a.num_outside_loose << " outside loose (worst err/loose "
+    << a.worst_err_over_loose << (a.loose_ok ? "" : ", FAILED") << "), rel-L2 " << a.rel_l2
+    << " (limit " << a.rel_l2_limit << (a.rel_l2_ok ? "" : ", FAILED") << ")";
+  if (a.first_bad >= 0)
+    o << "; first outside tight at " << a.first_bad << ": gpu " << a.first_bad_got << " ref "
+      << a.first_bad_ref;
+  return o.str();
 }
 
 double rel_l2(const std::vector<float>& got, const std::vector<double>& ref) {
@@ -701,11 +742,14 @@ std::string format_report(const BenchReport& r) {
     o << p.check.tokens << " tokens: ";
     if (p.check.has_agreement) {
       const Agreement& g = p.check.agreement;
-      o << "vs " << p.check.reference << " max|err| " << sci(g.max_abs_err) << ", worst err/tol "
-        << fmt(g.worst_err_over_tol, 3) << ", " << (g.agree ? "AGREE" : "DISAGREE");
-      if (!g.agree)
-        o << " (" << g.num_bad << "/" << g.count << " elements outside; first at " << g.first_bad
-          << ": gpu " << g.first_bad_got << " ref " << g.first_bad_ref << ")";
+      o << "vs " << p.check.reference << " " << (g.agree ? "AGREE" : "DISAGREE") << ": "
+        << g.num_bad << "/" << g.count << " elements outside tight (allowed "
+        << g.allowed_outside_tight << "), worst err/tight " << fmt(g.worst_err_over_tol, 3)
+        << ", err/loose " << fmt(g.worst_err_over_loose, 3) << ", rel-L2 " << sci(g.rel_l2)
+        << " (limit " << sci(g.rel_l2_limit) << "), max|err| " << sci(g.max_abs_err);
+      if (g.first_bad >= 0)
+        o << " (first outside tight at " << g.first_bad << ": gpu " << g.first_bad_got << " ref "
+          << g.first_bad_ref << ")";
       o << "; ";
     }
     o << "rel-L2 vs float reference " << sci(p.check.rel_l2_vs_float) << "\n";
@@ -810,7 +854,12 @@ std::string report_json(const BenchReport& r) {
         j.boolean("agree", g.agree)
             .number("max_abs_err", g.max_abs_err)
             .number("worst_err_over_tol", g.worst_err_over_tol)
+            .number("worst_err_over_loose", g.worst_err_over_loose)
             .integer("num_bad", g.num_bad)
+            .integer("allowed_outside_tight", g.allowed_outside_tight)
+            .integer("num_outside_loose", g.num_outside_loose)
+            .number("rel_l2", g.rel_l2)
+            .number("rel_l2_limit", g.rel_l2_limit)
             .integer("count", g.count)
             .number("rms_ref", g.rms_ref);
       }

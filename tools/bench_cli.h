@@ -86,19 +86,41 @@ std::vector<int64_t> sample_tokens(int64_t M, int64_t n);
 // Spacing of `dtype` numbers at |x| (subnormal spacing below the normal range).
 double dtype_ulp(double x, DType dtype);
 extern const char* const kAgreementCriterion;
+// The agreement criterion of both benchmark CLIs and the GPU tests (docs/FORMAT.md section 8).
+// The GPU and the reference run the same quantized pipeline; they differ only by the fp32 order
+// of the GEMM sums, which may flip the dtype rounding of an intermediate and, through the next
+// quantization, move that element by one quantization step. Hence three conditions:
+//   tight(i) = 2 ulp_dtype(ref_i) + 1e-3 * rms(ref)
+//   loose(i) = 4 ulp_dtype(ref_i) + 5e-2 * rms(ref)
+//   (1) at most max(0.1% of the elements, one token row) outside tight;
+//   (2) every element finite and within loose;
+//   (3) ||got - ref||_2 / ||ref||_2 <= max(1e-3, 8e-3 / sqrt(tokens)).
+inline constexpr double kTightUlps = 2.0, kTightRms = 1e-3;
+inline constexpr double kLooseUlps = 4.0, kLooseRms = 5e-2;
+inline constexpr double kMaxOutsideTightFraction = 1e-3;
+inline constexpr double kRelL2Limit = 1e-3, kRelL2OneStepPerRow = 8e-3;
 struct Agreement {
   int64_t count = 0;
-  int64_t num_bad = 0;
-  int64_t first_bad = -1;
+  int64_t row_len = 0;                // elements per token row (0: unknown, no row allowances)
+  int64_t num_bad = 0;                // elements outside the tight bound
+  int64_t allowed_outside_tight = 0;  // condition (1)
+  int64_t num_outside_loose = 0;      // condition (2): must be 0 (non-finite counts here)
+  int64_t first_bad = -1;             // first element outside the tight bound
   double first_bad_got = 0, first_bad_ref = 0;
+  int64_t worst_loose = -1;  // element with the largest err / loose
   double max_abs_err = 0;
-  double worst_err_over_tol = 0;  // <= 1 everywhere when agree
+  double worst_err_over_tol = 0;                  // largest |err| / tight(i)
+  double worst_err_over_loose = 0;                // largest |err| / loose(i): <= 1 when agree
+  double rel_l2 = 0, rel_l2_limit = kRelL2Limit;  // condition (3)
   double rms_ref = 0;
-  bool agree = true;
+  bool tight_ok = true, loose_ok = true, rel_l2_ok = true;
+  bool agree = true;  // all three
 };
-// Every element: |got - ref| <= 2 * ulp_dtype(|ref|) + 1e-3 * rms(ref); NaN never agrees.
-Agreement check_agreement(const std::vector<float>& got, const std::vector<float>& ref,
-                          DType dtype);
+// got / ref: the checked tokens' rows, row_len elements each (row_len = hidden K).
+Agreement check_agreement(const std::vector<float>& got, const std::vector<float>& ref, DType dtype,
+                          int64_t row_len = 0);
+// One line: "<n>/<count> outside tight (allowed <a>), worst err/tight .., err/loose .., rel-L2 .."
+std::string describe_agreement(const Agreement& a);
 // ||got - ref||_2 / ||ref||_2.
 double rel_l2(const std::vector<float>& got, const std::vector<double>& ref);
 

@@ -430,7 +430,7 @@ PathResult run_int8(Context& cx, QuantScheme scheme, const std::string& role) {
         scheme == QuantScheme::kHybrid ? "ref::moe_forward_hybrid" : "ref::moe_forward_per_token";
     r.check.tokens = static_cast<int64_t>(cx.cd.tokens.size());
     r.check.has_agreement = true;
-    r.check.agreement = check_agreement(got, ref, a.dtype);
+    r.check.agreement = check_agreement(got, ref, a.dtype, a.hidden);
     r.check.rel_l2_vs_float = rel_l2(got, cx.cd.float_ref);
   }
 

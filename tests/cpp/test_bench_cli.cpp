@@ -194,6 +194,11 @@ TEST(BenchCli, HelpListsEverythingWithDefaults) {
                         "VLLM_INT8_HYBRID_FUSED_PERMUTE_QUANT",
                         "2 ulp",
                         "1e-3 * rms(ref)",
+                        "99.9%",
+                        "one token row",
+                        "5e-2 * rms(ref)",
+                        "relative L2",
+                        "8e-3 / sqrt(tokens)",
                         "Exit code 2"})
     EXPECT_NE(h.find(s), std::string::npos) << "help lacks " << s;
 }
@@ -260,20 +265,90 @@ TEST(BenchCli, AgreementCriterion) {
   EXPECT_EQ(dtype_ulp(0.0, DType::kFloat16), std::ldexp(1.0, -24));
   EXPECT_EQ(dtype_ulp(1e-30, DType::kFloat16), std::ldexp(1.0, -24));
 
+  // Without a row length (no row allowance), a single element outside the tight bound fails (1).
   std::vector<float> ref = {1.0f, -2.0f, 0.5f, 0.0f};
   std::vector<float> got = ref;
   EXPECT_TRUE(check_agreement(got, ref, DType::kBFloat16).agree);
-  got[0] = 1.0f + 2 * 0.0078125f;  // exactly 2 ulp: allowed
-  EXPECT_TRUE(check_agreement(got, ref, DType::kBFloat16).agree);
-  got[0] = 1.0f + 4 * 0.0078125f;  // 4 ulp (> 2 ulp + 1e-3 rms): not allowed
+  got[0] = 1.0f + 2 * 0.0078125f;  // exactly 2 ulp: inside the tight bound
+  EXPECT_EQ(check_agreement(got, ref, DType::kBFloat16).num_bad, 0);
+  // ... though 2 ulp on one of 4 elements is a relative L2 of 6.8e-3: condition (3) fails.
+  EXPECT_FALSE(check_agreement(got, ref, DType::kBFloat16).rel_l2_ok);
+  got[0] = 1.0f + 4 * 0.0078125f;  // 4 ulp (> 2 ulp + 1e-3 rms): outside tight
   const Agreement g = check_agreement(got, ref, DType::kBFloat16);
   EXPECT_FALSE(g.agree);
+  EXPECT_FALSE(g.tight_ok);
   EXPECT_EQ(g.num_bad, 1);
+  EXPECT_EQ(g.allowed_outside_tight, 0);
   EXPECT_EQ(g.first_bad, 0);
   EXPECT_GT(g.worst_err_over_tol, 1.0);
   got = ref;
   got[3] = std::nanf("");
-  EXPECT_FALSE(check_agreement(got, ref, DType::kBFloat16).agree);
+  const Agreement n = check_agreement(got, ref, DType::kBFloat16);
+  EXPECT_FALSE(n.agree);
+  EXPECT_FALSE(n.loose_ok);
+  EXPECT_EQ(n.num_outside_loose, 1);
+  EXPECT_FALSE(check_agreement({1.0f}, ref, DType::kBFloat16).agree);  // size mismatch
+}
+
+// The three conditions one by one, on 8 token rows of 16 elements (rows of 1.0, one row small).
+TEST(BenchCli, AgreementCriterionConditions) {
+  constexpr int64_t kRow = 16, kTokens = 8;
+  std::vector<float> ref(kRow * kTokens, 1.0f);
+  for (int64_t k = 0; k < kRow; ++k) ref[3 * kRow + k] = 0.01f;
+  const double rms = std::sqrt((7 * 16 * 1.0 + 16 * 1e-4) / 128.0);
+  // One re-quantized row: every element of row 3 off by 0.004 (4x the tight bound of a small
+  // element, well inside the loose one); the row moves by 0.4 of its own norm but the whole
+  // sample by 1.5e-3 < 8e-3 / sqrt(8).
+  std::vector<float> got = ref;
+  for (int64_t k = 0; k < kRow; ++k) got[3 * kRow + k] += 0.004f;
+  Agreement a = check_agreement(got, ref, DType::kBFloat16, kRow);
+  EXPECT_TRUE(a.agree) << describe_agreement(a);
+  EXPECT_EQ(a.num_bad, kRow);
+  EXPECT_EQ(a.allowed_outside_tight, kRow);  // max(floor(0.001 * 128), one row)
+  EXPECT_NEAR(a.rms_ref, rms, 1e-6);
+  EXPECT_NEAR(a.rel_l2_limit, 8e-3 / std::sqrt(8.0), 1e-12);
+  EXPECT_LT(a.worst_err_over_loose, 1.0);
+  EXPECT_NE(describe_agreement(a).find("16/128 outside tight"), std::string::npos)
+      << describe_agreement(a);
+  // The same without the row allowance: condition (1) fails.
+  a = check_agreement(got, ref, DType::kBFloat16);
+  EXPECT_FALSE(a.agree);
+  EXPECT_FALSE(a.tight_ok);
+  EXPECT_TRUE(a.loose_ok);
+  // (1): one element more than a row outside the tight bound.
+  got[0] += 0.03f;
+  a = check_agreement(got, ref, DType::kBFloat16, kRow);
+  EXPECT_FALSE(a.agree);
+  EXPECT_FALSE(a.tight_ok);
+  EXPECT_EQ(a.num_bad, kRow + 1);
+  // (2): one element beyond 4 ulp + 5e-2 rms fails even though it is alone.
+  got = ref;
+  got[5] = 1.0f + static_cast<float>(4 * 0.0078125 + 5e-2 * rms) + 0.01f;
+  a = check_agreement(got, ref, DType::kBFloat16, kRow);
+  EXPECT_FALSE(a.agree);
+  EXPECT_TRUE(a.tight_ok);
+  EXPECT_FALSE(a.loose_ok);
+  EXPECT_EQ(a.worst_loose, 5);
+  EXPECT_GT(a.worst_err_over_loose, 1.0);
+  // (3): every element 0.009 off (inside the tight bound 2 ulp = 0.0156): a systematic bias.
+  got = ref;
+  for (int64_t i = 0; i < kRow * kTokens; ++i)
+    if (ref[size_t(i)] == 1.0f) got[size_t(i)] = 1.0f + 0.0078125f;
+  a = check_agreement(got, ref, DType::kBFloat16, kRow);
+  EXPECT_EQ(a.num_bad, 0);
+  EXPECT_TRUE(a.loose_ok);
+  EXPECT_FALSE(a.rel_l2_ok);
+  EXPECT_FALSE(a.agree);
+  EXPECT_NEAR(a.rel_l2, 0.0078125 * std::sqrt(112.0 / (112.0 + 16 * 1e-4)), 1e-6);
+  // 0.1% of the elements when that is more than one row: 2000 rows of 1 element.
+  std::vector<float> big(2000, 1.0f), big_got = big;
+  big_got[7] = big_got[8] = 1.0f + 3 * 0.0078125f;
+  a = check_agreement(big_got, big, DType::kBFloat16, 1);
+  EXPECT_EQ(a.allowed_outside_tight, 2);
+  EXPECT_TRUE(a.tight_ok);
+  EXPECT_TRUE(a.agree) << describe_agreement(a);
+  big_got[9] = big_got[7];
+  EXPECT_FALSE(check_agreement(big_got, big, DType::kBFloat16, 1).tight_ok);
 
   EXPECT_DOUBLE_EQ(rel_l2({1.0f, 0.0f}, {1.0, 0.0}), 0.0);
   EXPECT_NEAR(rel_l2({1.1f, 0.0f}, {1.0, 0.0}), 0.1, 1e-6);

@@ -1,7 +1,8 @@
 // GPU tests of the runner (moe_forward) against the CPU reference of the quantized pipeline,
-// with the agreement criterion of the benchmark CLI (bench_cli.h): every element within
-// 2 ulp(dtype, |ref|) + 1e-3 * rms(ref). Fused and unfused paths must agree bitwise, as must a
-// graph-captured forward with the eager one and 50 graph replays with each other.
+// with the agreement criterion of the benchmark CLIs (bench_cli.h, docs/FORMAT.md section 8:
+// tight 2 ulp + 1e-3 rms on all but 0.1% / one token row, loose 4 ulp + 5e-2 rms everywhere,
+// relative L2 <= max(1e-3, 8e-3 / sqrt(tokens))). Fused and unfused paths must agree bitwise, as
+// must a graph-captured forward with the eager one and 50 graph replays with each other.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -233,11 +234,10 @@ void expect_matches_reference(const Fixture& f, const std::vector<uint16_t>& out
   std::vector<float> got;
   for (int64_t t : tokens)
     for (int64_t k = 0; k < f.c.K; ++k) got.push_back(ref::to_float(out[t * f.c.K + k], f.c.dtype));
-  const i8h_bench::Agreement a = i8h_bench::check_agreement(got, want, f.c.dtype);
-  EXPECT_TRUE(a.agree) << describe(f.c) << ": " << a.num_bad << "/" << a.count
-                       << " elements outside the criterion; first at " << a.first_bad << " (token "
-                       << (a.first_bad >= 0 ? tokens[a.first_bad / f.c.K] : -1) << "): gpu "
-                       << a.first_bad_got << " ref " << a.first_bad_ref << ", max|err| "
+  const i8h_bench::Agreement a = i8h_bench::check_agreement(got, want, f.c.dtype, f.c.K);
+  EXPECT_TRUE(a.agree) << describe(f.c) << ": " << i8h_bench::describe_agreement(a)
+                       << "; first outside tight in token "
+                       << (a.first_bad >= 0 ? tokens[a.first_bad / f.c.K] : -1) << ", max|err| "
                        << a.max_abs_err;
 }
 

@@ -3,6 +3,8 @@ format rules (CPU, no library needed)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -124,9 +126,71 @@ def test_agreement_criterion():
     bad = r.clone()
     bad[1] += 0.1
     a = ref.check_agreement(bad, r, torch.bfloat16)
-    assert not a.agree and a.num_bad == 1
+    assert not a.agree and a.num_bad == 1 and a.allowed_outside_tight == 0
+    nan = r.clone()
+    nan[0] = float("nan")
+    a = ref.check_agreement(nan, r, torch.bfloat16)
+    assert not a.agree and not a.loose_ok and a.num_outside_loose == 1
     # 2 ulp of bf16 at 1.0 is 2^-6.
     assert ref.dtype_ulp(torch.tensor([1.0]), torch.bfloat16).item() == 2.0**-7
+
+
+def test_agreement_criterion_conditions():
+    """The three conditions one by one, as tests/cpp/test_bench_cli.cpp checks the native CLI's
+    check_agreement on the same numbers: 8 token rows of 16 elements, row 3 small."""
+    rows, row = 8, 16
+    r = torch.ones((rows, row))
+    r[3] = 0.01
+    # One re-quantized row: all of row 3 off by 0.004 (outside tight, inside loose).
+    g = r.clone()
+    g[3] += 0.004
+    a = ref.check_agreement(g, r, torch.bfloat16)
+    assert a.agree, ref.describe_agreement(a)
+    assert a.num_bad == row and a.allowed_outside_tight == row
+    assert abs(a.rel_l2_limit - 8e-3 / math.sqrt(rows)) < 1e-12
+    assert "16/128 outside tight" in ref.describe_agreement(a)
+    # The same without a row allowance fails (1).
+    a = ref.check_agreement(g, r, torch.bfloat16, row_len=0)
+    assert not a.agree and not a.tight_ok and a.loose_ok
+    # (1): one more element outside tight.
+    g[0, 0] += 0.03
+    a = ref.check_agreement(g, r, torch.bfloat16)
+    assert not a.agree and not a.tight_ok and a.num_bad == row + 1
+    # (2): a single element beyond 4 ulp + 5e-2 rms.
+    g = r.clone()
+    g[0, 5] = 1.0 + 4 * 2.0**-7 + 5e-2 * a.rms_ref + 0.01
+    a = ref.check_agreement(g, r, torch.bfloat16)
+    assert not a.agree and a.tight_ok and not a.loose_ok and a.worst_err_over_loose > 1
+    # (3): a systematic 1-ulp bias inside the tight bound everywhere.
+    g = torch.where(r == 1.0, torch.full_like(r, 1.0 + 2.0**-7), r)
+    a = ref.check_agreement(g, r, torch.bfloat16)
+    assert a.num_bad == 0 and a.loose_ok and not a.rel_l2_ok and not a.agree
+    # 0.1% of the elements when that is more than one row.
+    big = torch.ones((2000, 1))
+    bg = big.clone()
+    bg[7] = bg[8] = 1.0 + 3 * 2.0**-7
+    a = ref.check_agreement(bg, big, torch.bfloat16)
+    assert a.allowed_outside_tight == 2 and a.agree
+    bg[9] = bg[7]
+    assert not ref.check_agreement(bg, big, torch.bfloat16).tight_ok
+    # Size mismatch never agrees.
+    assert not ref.check_agreement(torch.ones(3), torch.ones(4), torch.bfloat16).agree
+
+
+def test_gemm_outputs_rounded_via_fp32():
+    """GEMM results are rounded exact value -> fp32 -> dtype (FORMAT.md section 8): a value just
+    above a bf16 rounding midpoint by less than half an fp32 ulp rounds down to the midpoint in
+    fp32 and then to even in bf16, which a direct float64 -> bf16 rounding would not do."""
+    mid = 1.0 + 2.0**-8  # midpoint between the bf16 numbers 1 and 1 + 2^-7
+    exact = torch.tensor([mid + 2.0**-30], dtype=torch.float64)
+    via_fp32 = exact.to(torch.float32).to(torch.bfloat16)
+    assert via_fp32.item() == 1.0
+    # The per-token GEMM multiplies the exact scale product with the integer sum: one rounding.
+    a = ref.PerTokenRef(torch.tensor([[3, -7, 11]], dtype=torch.int8), torch.tensor([0.1]))
+    w = ref.PerTokenRef(torch.tensor([[5, 2, -1]], dtype=torch.int8), torch.tensor([0.3]))
+    dot = 3 * 5 - 7 * 2 - 11
+    want = (float(torch.tensor(0.1, dtype=torch.float32)) * float(torch.tensor(0.3, dtype=torch.float32))) * dot
+    assert ref.per_token_gemm(a, w).item() == want
 
 
 def test_routing_inputs():
