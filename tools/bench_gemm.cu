@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
       pa.C = C;
       const float ms = median_ms(
           [&] { int8_grouped_gemm(shape, pa, ws, ws_bytes, nullptr, t); }, warmup, iters);
-      const GemmTile used = t == GemmTile::kAuto ? select_gemm_tile(shape) : t;
+      const GemmTile used = t == GemmTile::kAuto ? select_gemm_tile(shape, false) : t;
       rows.push_back({g.name, "per-token", std::string(t == GemmTile::kAuto ? "auto=" : "") +
                                                gemm_tile_name(used),
                       R, N, K, ms, ops / (ms * 1e-3) / 1e12});
@@ -210,8 +210,9 @@ int main(int argc, char** argv) {
       const float hms = median_ms(
           [&] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); }, warmup,
           iters);
+      const GemmTile used_h = t == GemmTile::kAuto ? select_gemm_tile(shape, true) : t;
       rows.push_back({g.name, "hybrid", std::string(t == GemmTile::kAuto ? "auto=" : "") +
-                                            gemm_tile_name(used),
+                                            gemm_tile_name(used_h),
                       R, N, K, hms, ops / (hms * 1e-3) / 1e12});
     }
     // cuBLAS dense INT8 at the same total shape: C32[R, N] = A[R, K] * W[N, K]^T, with the

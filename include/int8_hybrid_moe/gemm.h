@@ -29,8 +29,9 @@ struct GroupedGemmShape {
 // select_gemm_tile() (docs/PERF.md); the others force a config (tests, tuning).
 enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128 };
 const char* gemm_tile_name(GemmTile t);
-// The heuristic: mean rows per expert R / E decides (small experts -> 64-row tiles).
-GemmTile select_gemm_tile(const GroupedGemmShape& s);
+// The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM, from the mean
+// rows per expert R / E, the only load figure the host has without reading expert_offsets.
+GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid);
 
 // Bytes of workspace both grouped GEMMs need (per-expert tile offsets).
 size_t grouped_gemm_workspace_size(int num_experts);

@@ -111,15 +111,6 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// Does K-block b end an int32 accumulation chunk (flush into fp32)? Chunks restart at each
-// super group so that every flushed sum shares one FA*FB.
-__device__ __forceinline__ bool is_flush_block(int b, const GroupedGemmParams& p) {
-  const int g = b / p.blocks_per_group;
-  const int in_group = b - g * p.blocks_per_group;
-  const int group_end = min((g + 1) * p.blocks_per_group, p.nb) - 1;
-  return b == group_end || p.flush_period == 0 || (in_group + 1) % p.flush_period == 0;
-}
-
 template <typename Out>
 __device__ __forceinline__ Out to_out(float v);
 template <>
@@ -143,8 +134,37 @@ struct Pair<__half> {
 
 }  // namespace detail
 
+// Position of a K-block inside its super group and int32 chunk, advanced block by block so the
+// main loop needs no integer division.
+struct BlockCursor {
+  int b = 0;         // K-block index
+  int g = 0;         // super group of b
+  int in_group = 0;  // b's index inside its group
+  int in_chunk = 0;  // blocks already summed in int32 since the last flush
+  // Does block b end an int32 chunk (flush into fp32)? Chunks restart at each super group so
+  // every flushed sum shares one FA*FB; flush_period == 0 flushes (in fp32) every block.
+  __device__ __forceinline__ bool flush(const GroupedGemmParams& p) const {
+    return p.flush_period == 0 || in_chunk + 1 == p.flush_period ||
+           in_group + 1 == p.blocks_per_group || b + 1 == p.nb;
+  }
+  __device__ __forceinline__ void next(const GroupedGemmParams& p) {
+    const bool f = flush(p);
+    ++b;
+    if (in_group + 1 == p.blocks_per_group) {
+      in_group = 0;
+      ++g;
+      in_chunk = 0;
+    } else {
+      ++in_group;
+      in_chunk = f ? 0 : in_chunk + 1;
+    }
+  }
+};
+
+// The hybrid kernel keeps four accumulator sets (two block sums, the int32 chunk, the fp32 total)
+// and needs the whole register file: one CTA per SM. The per-token kernel fits two.
 template <class Cfg, Scheme kScheme, typename Out>
-__global__ void __launch_bounds__(Cfg::kThreads)
+__global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 : 2)
     grouped_gemm_sm80_kernel(const __grid_constant__ GroupedGemmParams p) {
   using namespace cute;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, Stages = Cfg::Stages;
@@ -180,8 +200,12 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int tid = static_cast<int>(threadIdx.x);
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
 
-  // ---- global -> shared: one K tile of A and B (+ the scales of a block ending here) ---------
-  auto load_stage = [&](int kt, int stage) {
+  // ---- global -> shared: one K tile of A and B (+ the scales of a block ending in it) --------
+  // The loader runs Stages-1 tiles ahead of the MMAs with its own block cursor.
+  int load_kt = 0, load_j = 0;  // next K tile to load, its index inside its block
+  BlockCursor load_block;
+  auto load_next_tile = [&]() {
+    const int kt = load_kt, stage = load_kt % Stages;
     const int64_t k0 = int64_t(kt) * BK;
     constexpr int kChunksPerRow = BK / 16;
     static_assert((BM * kChunksPerRow) % kThreads == 0 && (BN * kChunksPerRow) % kThreads == 0,
@@ -202,11 +226,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const int8_t* src = ok ? gB + int64_t(r) * p.K + k0 + kc : p.B;
       detail::cp_async_16_zfill(&sB(r, kc, stage), src, ok);
     }
+    ++load_kt;
     if constexpr (kHybrid) {
-      if ((kt + 1) % p.k_tiles_per_block == 0 || kt == k_tiles - 1) {
-        const int b = kt / p.k_tiles_per_block;
-        const bool flush = detail::is_flush_block(b, p);
-        const int g = b / p.blocks_per_group;
+      if (load_j + 1 == p.k_tiles_per_block || load_kt == k_tiles) {
+        const int b = load_block.b, g = load_block.g;
+        const bool flush = load_block.flush(p);
         for (int i = tid; i < BM + BN; i += kThreads) {
           if (i < BM) {
             const bool ok = i < rows_valid;
@@ -223,6 +247,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
               detail::cp_async_4_zfill(&smem_fb[stage * BN + j], p.FB + col * p.ng + g, ok);
           }
         }
+        load_block.next(p);
+        load_j = 0;
+      } else {
+        ++load_j;
       }
     }
   };
@@ -230,9 +258,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // ---- MMA partitions -------------------------------------------------------------------------
   typename Cfg::TiledMma mma;
   auto thr_mma = mma.get_slice(tid);
-  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));            // (MMA, MMA_M, MMA_K)
-  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));            // (MMA, MMA_N, MMA_K)
-  Tensor blk = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32 (MMA,MMA_M,MMA_N)
+  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));  // (MMA, MMA_M, MMA_K)
+  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));  // (MMA, MMA_N, MMA_K)
+  Tensor blk0 = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32 (MMA,MMA_M,MMA_N)
   auto s2r_a = make_tiled_copy_A(typename Cfg::SmemCopyAtom{}, mma);
   auto s2r_thr_a = s2r_a.get_slice(tid);
   Tensor tXsA = s2r_thr_a.partition_S(sA);
@@ -241,108 +269,210 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   auto s2r_thr_b = s2r_b.get_slice(tid);
   Tensor tXsB = s2r_thr_b.partition_S(sB);
   Tensor tXrB = s2r_thr_b.retile_D(tCrB);
-  // (m, n) coordinate inside the CTA tile of every accumulator element of this thread.
+  // (m, n) inside the CTA tile of every accumulator element of this thread. In the SM80 16x8 C
+  // layout the value mode is (2 columns, 2 rows): the row depends only on (v1, MMA_M index), the
+  // column only on (v0, MMA_N index), so a thread touches 2*MMA_M rows and 2*MMA_N columns.
   Tensor tCcC = thr_mma.partition_C(make_identity_tensor(Shape<Int<BM>, Int<BN>>{}));
-
-  // Hybrid accumulators: exact int32 chunk sum and the fp32 total.
-  Tensor acc_i = make_tensor_like(blk);
-  Tensor acc_f = make_tensor_like<float>(blk);
-  clear(blk);
-  if constexpr (kHybrid) {
-    clear(acc_i);
-    clear(acc_f);
-  }
-
-  // ---- pipeline prologue ------------------------------------------------------------------------
+  constexpr int kMmaM = decltype(size<1>(blk0))::value, kMmaN = decltype(size<2>(blk0))::value;
+  using PairMode = decltype(size<0, 0>(blk0));
+  static_assert(PairMode::value == 2, "accumulator mode 0 must pair adjacent columns");
+  int rows[2 * kMmaM], cols[2 * kMmaN];
   CUTE_UNROLL
-  for (int s = 0; s < Stages - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    detail::cp_async_commit();
-  }
+  for (int mi = 0; mi < kMmaM; ++mi)
+    CUTE_UNROLL
+    for (int v = 0; v < 2; ++v) rows[v + 2 * mi] = get<0>(tCcC(make_coord(make_coord(0, v), mi, 0)));
+  CUTE_UNROLL
+  for (int ni = 0; ni < kMmaN; ++ni)
+    CUTE_UNROLL
+    for (int v = 0; v < 2; ++v) cols[v + 2 * ni] = get<1>(tCcC(make_coord(make_coord(v, 0), 0, ni)));
+  auto elem = [](auto& t, int v0, int v1, int mi, int ni) -> auto& {
+    return t(make_coord(make_coord(v0, v1), mi, ni));
+  };
 
+  // Software pipeline over K tiles (fragments double-buffered across k-steps): the fragments of
+  // k-step ks+1 are read from shared memory while the MMAs of ks run, and the barrier that
+  // publishes the next K tile sits before the last k-step, so its wait overlaps tensor work.
+  //   after_first(): issued after the first k-step's MMAs (the hybrid's deferred rescale);
+  //   before_barrier(): last chance to read this tile's stage (the hybrid's block scales).
   constexpr int kMmaK = size<2>(tCrA);
-  for (int kt = 0; kt < k_tiles; ++kt) {
+  // Only two fragment slots are live (ks & 1): the k-step in flight and the next one.
+  auto load_fragments = [&](int ks, int stage) {
+    copy(s2r_a, tXsA(_, _, ks, stage), tXrA(_, _, ks & 1));
+    copy(s2r_b, tXsB(_, _, ks, stage), tXrB(_, _, ks & 1));
+  };
+  auto mma_tile = [&](auto& acc, int kt, auto&& after_first, auto&& before_barrier) {
     const int stage = kt % Stages;
-    detail::cp_async_wait<Stages - 2>();  // this thread's copies of tile kt have landed
-    __syncthreads();  // ... everyone's; and nobody still reads the stage refilled below
-    {
-      const int next = kt + Stages - 1;
-      if (next < k_tiles) load_stage(next, next % Stages);
-      detail::cp_async_commit();
-    }
     CUTE_UNROLL
     for (int ks = 0; ks < kMmaK; ++ks) {
-      copy(s2r_a, tXsA(_, _, ks, stage), tXrA(_, _, ks));
-      copy(s2r_b, tXsB(_, _, ks, stage), tXrB(_, _, ks));
-      cute::gemm(mma, tCrA(_, _, ks), tCrB(_, _, ks), blk);
-    }
-
-    if constexpr (kHybrid) {
-      if ((kt + 1) % p.k_tiles_per_block == 0 || kt == k_tiles - 1) {
-        // End of K-block b: integer rescale, and flush into fp32 when the chunk is full.
-        const int b = kt / p.k_tiles_per_block;
-        const int32_t* qa = smem_qa + stage * BM;
-        const int32_t* qb = smem_qb + stage * BN;
-        if (p.flush_period > 0) {
-          CUTE_UNROLL
-          for (int i = 0; i < size(blk); ++i) {
-            const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
-            acc_i(i) += blk(i) * (qa[m] * qb[n]);  // exact: bounded by flush_period
-            blk(i) = 0;
-          }
-          if (detail::is_flush_block(b, p)) {
-            const float* fa = smem_fa + stage * BM;
-            const float* fb = smem_fb + stage * BN;
-            CUTE_UNROLL
-            for (int i = 0; i < size(blk); ++i) {
-              const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
-              acc_f(i) = fmaf(static_cast<float>(acc_i(i)), fa[m] * fb[n], acc_f(i));
-              acc_i(i) = 0;
-            }
-          }
-        } else {
-          // A single block term can exceed int32: form it in fp32 (one rounding per block).
-          const float* fa = smem_fa + stage * BM;
-          const float* fb = smem_fb + stage * BN;
-          CUTE_UNROLL
-          for (int i = 0; i < size(blk); ++i) {
-            const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
-            const float term = static_cast<float>(blk(i)) * static_cast<float>(qa[m] * qb[n]);
-            acc_f(i) = fmaf(term, fa[m] * fb[n], acc_f(i));
-            blk(i) = 0;
-          }
-        }
+      if (ks == kMmaK - 1) {
+        before_barrier(stage);
+        detail::cp_async_wait<Stages - 2>();  // this thread's copies of tile kt+1 landed
+        __syncthreads();  // ... everyone's; and nobody reads stage kt%Stages any more
       }
+      if (ks + 1 < kMmaK)
+        load_fragments(ks + 1, stage);
+      else if (kt + 1 < k_tiles)
+        load_fragments(0, (kt + 1) % Stages);
+      if (ks == 0) {
+        if (load_kt < k_tiles) load_next_tile();  // refills the stage of tile kt-1
+        detail::cp_async_commit();
+      }
+      cute::gemm(mma, tCrA(_, _, ks & 1), tCrB(_, _, ks & 1), acc);
+      if (ks == 0) after_first();
     }
+  };
+  auto nothing = [](auto...) {};
+
+  // ---- pipeline prologue ------------------------------------------------------------------------
+  clear(blk0);
+  CUTE_UNROLL
+  for (int s = 0; s < Stages - 1; ++s) {
+    if (load_kt < k_tiles) load_next_tile();
+    detail::cp_async_commit();
+  }
+  detail::cp_async_wait<Stages - 2>();
+  __syncthreads();
+  load_fragments(0, 0);
+
+  Tensor acc_f = make_tensor_like<float>(blk0);
+  if constexpr (!kHybrid) {
+    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, nothing);
+  } else {
+    // Hybrid main loop: at the end of each K-block the block sum is rescaled into the int32
+    // chunk accumulator (IMUL + IMAD per element, registers only) and, at chunk ends, flushed into
+    // fp32. (A variant that double-buffered the block sum to overlap this with the next block's
+    // MMAs needed 4 accumulator sets and spilled: docs/PERF.md v3.)
+    Tensor acc_i = make_tensor_like(blk0);
+    clear(acc_i);
+    clear(acc_f);
+    int qa[2 * kMmaM], qb[2 * kMmaN];  // block scales of the current block
+    float fa[2 * kMmaM], fb[2 * kMmaN];  // super-group scales, read for flushing blocks only
+    BlockCursor block;
+
+    // Integer path: acc_i += blk * (QA * QB), exact while the chunk bound holds.
+    auto rescale_int = [&](auto& blk) {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kMmaM; ++mi)
+        CUTE_UNROLL
+        for (int ni = 0; ni < kMmaN; ++ni)
+          CUTE_UNROLL
+          for (int v1 = 0; v1 < 2; ++v1)
+            CUTE_UNROLL
+            for (int v0 = 0; v0 < 2; ++v0) {
+              int& b = elem(blk, v0, v1, mi, ni);
+              int& a = elem(acc_i, v0, v1, mi, ni);
+              a += b * (qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
+              b = 0;
+            }
+    };
+    auto flush_int = [&]() {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kMmaM; ++mi)
+        CUTE_UNROLL
+        for (int ni = 0; ni < kMmaN; ++ni)
+          CUTE_UNROLL
+          for (int v1 = 0; v1 < 2; ++v1)
+            CUTE_UNROLL
+            for (int v0 = 0; v0 < 2; ++v0) {
+              int& a = elem(acc_i, v0, v1, mi, ni);
+              float& f = elem(acc_f, v0, v1, mi, ni);
+              f = fmaf(static_cast<float>(a), fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
+              a = 0;
+            }
+    };
+    // fp32 path (flush_period == 0): one block term can exceed int32, form it in fp32.
+    auto rescale_fp32 = [&](auto& blk) {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kMmaM; ++mi)
+        CUTE_UNROLL
+        for (int ni = 0; ni < kMmaN; ++ni)
+          CUTE_UNROLL
+          for (int v1 = 0; v1 < 2; ++v1)
+            CUTE_UNROLL
+            for (int v0 = 0; v0 < 2; ++v0) {
+              int& b = elem(blk, v0, v1, mi, ni);
+              float& f = elem(acc_f, v0, v1, mi, ni);
+              const float term = static_cast<float>(b) *
+                                 static_cast<float>(qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
+              f = fmaf(term, fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
+              b = 0;
+            }
+    };
+    // Scales of the block whose last K tile sits in `stage`, copied to registers before the
+    // next tile's barrier lets the loader overwrite that stage.
+    auto take_scales = [&](int stage, bool with_f) {
+      CUTE_UNROLL
+      for (int r = 0; r < 2 * kMmaM; ++r) qa[r] = smem_qa[stage * BM + rows[r]];
+      CUTE_UNROLL
+      for (int c = 0; c < 2 * kMmaN; ++c) qb[c] = smem_qb[stage * BN + cols[c]];
+      if (with_f) {
+        CUTE_UNROLL
+        for (int r = 0; r < 2 * kMmaM; ++r) fa[r] = smem_fa[stage * BM + rows[r]];
+        CUTE_UNROLL
+        for (int c = 0; c < 2 * kMmaN; ++c) fb[c] = smem_fb[stage * BN + cols[c]];
+      }
+    };
+
+    auto main_loop = [&](auto fp32_terms) {
+      constexpr bool kFp32 = decltype(fp32_terms)::value;
+      while (block.b < p.nb) {
+        const int kt0 = block.b * p.k_tiles_per_block;
+        const int kt_last = min(kt0 + p.k_tiles_per_block, k_tiles) - 1;
+        const bool flush_this = block.flush(p);
+        auto scales_if_last = [&](int kt) {
+          return [&, kt](int stage) {
+            if (kt == kt_last) take_scales(stage, flush_this);
+          };
+        };
+        for (int kt = kt0; kt <= kt_last; ++kt) mma_tile(blk0, kt, nothing, scales_if_last(kt));
+        if constexpr (kFp32) {
+          rescale_fp32(blk0);
+        } else {
+          rescale_int(blk0);
+          if (flush_this) flush_int();
+        }
+        block.next(p);
+      }
+    };
+    if (p.flush_period > 0)
+      main_loop(std::false_type{});
+    else
+      main_loop(std::true_type{});
   }
   detail::cp_async_wait<0>();
 
   // ---- epilogue: scale, round once, store pairs of adjacent columns ---------------------------
   Out* gC = reinterpret_cast<Out*>(p.C) + row0 * p.N + n0;
   using Out2 = typename detail::Pair<Out>::type;
-  // The accumulator's first mode holds two adjacent columns of one row (SM80 16x8 C layout).
-  using PairMode = decltype(size<0, 0>(blk));
-  static_assert(PairMode::value == 2, "accumulator mode 0 must pair adjacent columns");
   CUTE_UNROLL
-  for (int i = 0; i < size(blk); i += 2) {
-    const int m = get<0>(tCcC(i)), n = get<1>(tCcC(i));
-    if (m >= rows_valid || n >= cols_valid) continue;  // N % 8 == 0: n + 1 valid too
-    float v0, v1;
-    if constexpr (kHybrid) {
-      v0 = acc_f(i);
-      v1 = acc_f(i + 1);
-    } else {
-      const float sa = p.scale_a[p.scale_a_per_row ? row0 + m : 0];
-      const float* sb =
-          p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n : int64_t(expert));
-      v0 = static_cast<float>(blk(i)) * sa * sb[0];
-      v1 = static_cast<float>(blk(i + 1)) * sa * sb[p.scale_b_per_channel ? 1 : 0];
+  for (int mi = 0; mi < kMmaM; ++mi)
+    CUTE_UNROLL
+    for (int v1 = 0; v1 < 2; ++v1) {
+      const int m = rows[v1 + 2 * mi];
+      if (m >= rows_valid) continue;
+      float sa = 1.f;
+      if constexpr (!kHybrid) sa = p.scale_a[p.scale_a_per_row ? row0 + m : 0];
+      CUTE_UNROLL
+      for (int ni = 0; ni < kMmaN; ++ni) {
+        const int n = cols[2 * ni];
+        if (n >= cols_valid) continue;  // N % 8 == 0: n + 1 is valid too
+        float v0, v1f;
+        if constexpr (kHybrid) {
+          v0 = elem(acc_f, 0, v1, mi, ni);
+          v1f = elem(acc_f, 1, v1, mi, ni);
+        } else {
+          const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n
+                                                               : int64_t(expert));
+          v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * sb[0];
+          v1f = static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa *
+                sb[p.scale_b_per_channel ? 1 : 0];
+        }
+        Out2 pair;
+        pair.x = detail::to_out<Out>(v0);
+        pair.y = detail::to_out<Out>(v1f);
+        *reinterpret_cast<Out2*>(gC + int64_t(m) * p.N + n) = pair;
+      }
     }
-    Out2 pair;
-    pair.x = detail::to_out<Out>(v0);
-    pair.y = detail::to_out<Out>(v1);
-    *reinterpret_cast<Out2*>(gC + int64_t(m) * p.N + n) = pair;
-  }
 }
 
 }  // namespace int8_hybrid_moe::gemm
