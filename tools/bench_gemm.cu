@@ -24,13 +24,13 @@ using namespace int8_hybrid_moe;
 
 namespace {
 
-#define CK(x)                                                                            \
-  do {                                                                                   \
-    cudaError_t e_ = (x);                                                                \
-    if (e_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "bench_gemm: %s failed: %s\n", #x, cudaGetErrorString(e_));   \
-      std::exit(1);                                                                      \
-    }                                                                                    \
+#define CK(x)                                                                          \
+  do {                                                                                 \
+    cudaError_t e_ = (x);                                                              \
+    if (e_ != cudaSuccess) {                                                           \
+      std::fprintf(stderr, "bench_gemm: %s failed: %s\n", #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                    \
+    }                                                                                  \
   } while (0)
 
 __device__ uint32_t hash32(uint64_t i, uint32_t seed) {
@@ -102,15 +102,24 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--num-tokens") M = std::stoll(next());
-    else if (a == "--hidden") hidden = std::stoll(next());
-    else if (a == "--intermediate") inter = std::stoll(next());
-    else if (a == "--num-experts") E = std::stoi(next());
-    else if (a == "--top-k") top_k = std::stoi(next());
-    else if (a == "--iters") iters = std::stoi(next());
-    else if (a == "--warmup") warmup = std::stoi(next());
-    else if (a == "--seed") seed = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--json") json = next();
+    if (a == "--num-tokens")
+      M = std::stoll(next());
+    else if (a == "--hidden")
+      hidden = std::stoll(next());
+    else if (a == "--intermediate")
+      inter = std::stoll(next());
+    else if (a == "--num-experts")
+      E = std::stoi(next());
+    else if (a == "--top-k")
+      top_k = std::stoi(next());
+    else if (a == "--iters")
+      iters = std::stoi(next());
+    else if (a == "--warmup")
+      warmup = std::stoi(next());
+    else if (a == "--seed")
+      seed = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--json")
+      json = next();
     else {
       std::fprintf(stderr, "bench_gemm: unknown argument %s\n", a.c_str());
       return 1;
@@ -191,12 +200,12 @@ int main(int argc, char** argv) {
       pa.scale_b = SB;
       pa.expert_offsets = d_off;
       pa.C = C;
-      const float ms = median_ms(
-          [&] { int8_grouped_gemm(shape, pa, ws, ws_bytes, nullptr, t); }, warmup, iters);
+      const float ms =
+          median_ms([&] { int8_grouped_gemm(shape, pa, ws, ws_bytes, nullptr, t); }, warmup, iters);
       const GemmTile used = t == GemmTile::kAuto ? select_gemm_tile(shape, false) : t;
-      rows.push_back({g.name, "per-token", std::string(t == GemmTile::kAuto ? "auto=" : "") +
-                                               gemm_tile_name(used),
-                      R, N, K, ms, ops / (ms * 1e-3) / 1e12});
+      rows.push_back({g.name, "per-token",
+                      std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used), R, N,
+                      K, ms, ops / (ms * 1e-3) / 1e12});
       if (t == GemmTile::k128x128) continue;  // per-token only
       HybridGemmArgs ha;
       ha.A = A;
@@ -207,13 +216,13 @@ int main(int argc, char** argv) {
       ha.FB = FB;
       ha.expert_offsets = d_off;
       ha.C = C;
-      const float hms = median_ms(
-          [&] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); }, warmup,
-          iters);
+      const float hms =
+          median_ms([&] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); },
+                    warmup, iters);
       const GemmTile used_h = t == GemmTile::kAuto ? select_gemm_tile(shape, true) : t;
-      rows.push_back({g.name, "hybrid", std::string(t == GemmTile::kAuto ? "auto=" : "") +
-                                            gemm_tile_name(used_h),
-                      R, N, K, hms, ops / (hms * 1e-3) / 1e12});
+      rows.push_back({g.name, "hybrid",
+                      std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used_h), R,
+                      N, K, hms, ops / (hms * 1e-3) / 1e12});
     }
     // cuBLAS dense INT8 at the same total shape: C32[R, N] = A[R, K] * W[N, K]^T, with the
     // first expert's worth of rows of B reused as one N x K matrix (the ceiling for grouped).
@@ -221,10 +230,10 @@ int main(int argc, char** argv) {
       const int32_t alpha = 1, beta = 0;
       auto run = [&] {
         // Column-major view: C^T (N x R) = W (N x K, ld K, transposed) * A^T (K x R, ld K).
-        cublasStatus_t st = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(R), int(K),
-                                         &alpha, B, CUDA_R_8I, int(K), A, CUDA_R_8I, int(K), &beta,
-                                         C32, CUDA_R_32I, int(N), CUBLAS_COMPUTE_32I,
-                                         CUBLAS_GEMM_DEFAULT);
+        cublasStatus_t st =
+            cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(R), int(K), &alpha, B,
+                         CUDA_R_8I, int(K), A, CUDA_R_8I, int(K), &beta, C32, CUDA_R_32I, int(N),
+                         CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
         if (st != CUBLAS_STATUS_SUCCESS) {
           std::fprintf(stderr, "bench_gemm: cublasGemmEx failed (%d)\n", int(st));
           std::exit(1);
@@ -240,12 +249,13 @@ int main(int argc, char** argv) {
   }
   cublasDestroy(handle);
 
-  std::printf("\nbench_gemm on %s (SM%d%d, %d SMs); M=%lld top_k=%d E=%d: R=%lld rows, "
-              "uniform routing; SM80 mma.sync kernels (no wgmma)\n",
-              prop.name, prop.major, prop.minor, prop.multiProcessorCount, (long long)M, top_k, E,
-              (long long)R);
-  std::printf("%-6s %-18s %-12s %7s %7s %7s %10s %8s %10s\n", "gemm", "kind", "tile", "R", "N",
-              "K", "ms", "TOPS", "vs cuBLAS");
+  std::printf(
+      "\nbench_gemm on %s (SM%d%d, %d SMs); M=%lld top_k=%d E=%d: R=%lld rows, "
+      "uniform routing; SM80 mma.sync kernels (no wgmma)\n",
+      prop.name, prop.major, prop.minor, prop.multiProcessorCount, (long long)M, top_k, E,
+      (long long)R);
+  std::printf("%-6s %-18s %-12s %7s %7s %7s %10s %8s %10s\n", "gemm", "kind", "tile", "R", "N", "K",
+              "ms", "TOPS", "vs cuBLAS");
   for (const Row& r : rows) {
     double dense = 0;
     for (const Row& q : rows)
@@ -263,11 +273,12 @@ int main(int argc, char** argv) {
     std::fprintf(f, "{\"device\": \"%s\", \"sm\": %d, \"rows\": [", prop.name,
                  prop.major * 10 + prop.minor);
     for (size_t i = 0; i < rows.size(); ++i)
-      std::fprintf(f, "%s{\"gemm\": \"%s\", \"kind\": \"%s\", \"tile\": \"%s\", \"R\": %lld, "
-                      "\"N\": %lld, \"K\": %lld, \"ms\": %.6f, \"tops\": %.3f}",
-                   i ? ", " : "", rows[i].gemm.c_str(), rows[i].kind.c_str(),
-                   rows[i].tile.c_str(), (long long)rows[i].R, (long long)rows[i].N,
-                   (long long)rows[i].K, rows[i].ms, rows[i].tops);
+      std::fprintf(f,
+                   "%s{\"gemm\": \"%s\", \"kind\": \"%s\", \"tile\": \"%s\", \"R\": %lld, "
+                   "\"N\": %lld, \"K\": %lld, \"ms\": %.6f, \"tops\": %.3f}",
+                   i ? ", " : "", rows[i].gemm.c_str(), rows[i].kind.c_str(), rows[i].tile.c_str(),
+                   (long long)rows[i].R, (long long)rows[i].N, (long long)rows[i].K, rows[i].ms,
+                   rows[i].tops);
     std::fprintf(f, "]}\n");
     std::fclose(f);
   }

@@ -26,13 +26,13 @@ struct DTypeTraits<DType::kFloat16> {
 }  // namespace int8_hybrid_moe
 
 // I8H_DISPATCH_DTYPE(dtype, T, ...): runs the body with `T` = the DType constant.
-#define I8H_DISPATCH_DTYPE(dtype_value, T, ...)                          \
-  do {                                                                   \
-    if ((dtype_value) == ::int8_hybrid_moe::DType::kBFloat16) {          \
+#define I8H_DISPATCH_DTYPE(dtype_value, T, ...)                                   \
+  do {                                                                            \
+    if ((dtype_value) == ::int8_hybrid_moe::DType::kBFloat16) {                   \
       constexpr ::int8_hybrid_moe::DType T = ::int8_hybrid_moe::DType::kBFloat16; \
-      __VA_ARGS__;                                                       \
-    } else {                                                             \
+      __VA_ARGS__;                                                                \
+    } else {                                                                      \
       constexpr ::int8_hybrid_moe::DType T = ::int8_hybrid_moe::DType::kFloat16;  \
-      __VA_ARGS__;                                                       \
-    }                                                                    \
+      __VA_ARGS__;                                                                \
+    }                                                                             \
   } while (0)

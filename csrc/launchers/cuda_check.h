@@ -18,18 +18,18 @@ int current_device_sm_count();
 
 }  // namespace int8_hybrid_moe::detail
 
-#define I8H_CUDA_CHECK(expr)                                                                \
-  do {                                                                                      \
-    cudaError_t i8h_e_ = (expr);                                                            \
-    if (i8h_e_ != cudaSuccess)                                                              \
-      ::int8_hybrid_moe::detail::throw_cuda_error(i8h_e_, #expr, __FILE__, __LINE__);       \
+#define I8H_CUDA_CHECK(expr)                                                          \
+  do {                                                                                \
+    cudaError_t i8h_e_ = (expr);                                                      \
+    if (i8h_e_ != cudaSuccess)                                                        \
+      ::int8_hybrid_moe::detail::throw_cuda_error(i8h_e_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 // After every kernel launch: surfaces launch-configuration errors immediately.
-#define I8H_CHECK_LAUNCH(kernel_name)                                                       \
-  do {                                                                                      \
-    cudaError_t i8h_e_ = cudaGetLastError();                                                \
-    if (i8h_e_ != cudaSuccess)                                                              \
+#define I8H_CHECK_LAUNCH(kernel_name)                                                         \
+  do {                                                                                        \
+    cudaError_t i8h_e_ = cudaGetLastError();                                                  \
+    if (i8h_e_ != cudaSuccess)                                                                \
       ::int8_hybrid_moe::detail::throw_cuda_error(i8h_e_, "launch of " kernel_name, __FILE__, \
-                                                  __LINE__);                                \
+                                                  __LINE__);                                  \
   } while (0)

@@ -12,10 +12,14 @@ namespace int8_hybrid_moe {
 
 const char* gemm_tile_name(GemmTile t) {
   switch (t) {
-    case GemmTile::kAuto: return "auto";
-    case GemmTile::k64x64: return "64x64";
-    case GemmTile::k128x64: return "128x64";
-    case GemmTile::k128x128: return "128x128";
+    case GemmTile::kAuto:
+      return "auto";
+    case GemmTile::k64x64:
+      return "64x64";
+    case GemmTile::k128x64:
+      return "128x64";
+    case GemmTile::k128x128:
+      return "128x128";
   }
   return "invalid";
 }
@@ -52,8 +56,8 @@ void validate_shape(const GroupedGemmShape& s, const void* workspace, size_t wor
                 "a misaligned pointer");
   I8H_CHECK_NOT_NULL(workspace, fn, "workspace");
   I8H_CHECK_ARG(workspace_bytes >= grouped_gemm_workspace_size(s.num_experts), fn,
-                "workspace_bytes", detail::concat(">= ", grouped_gemm_workspace_size(s.num_experts)),
-                workspace_bytes);
+                "workspace_bytes",
+                detail::concat(">= ", grouped_gemm_workspace_size(s.num_experts)), workspace_bytes);
 }
 
 void check_int8_operand(const int8_t* p, const char* fn, const char* name) {
@@ -63,8 +67,8 @@ void check_int8_operand(const int8_t* p, const char* fn, const char* name) {
 }
 
 GemmTile resolve_tile(GemmTile tile, const GroupedGemmShape& s, bool hybrid, const char* fn) {
-  I8H_CHECK_ARG(tile == GemmTile::kAuto || tile == GemmTile::k64x64 ||
-                    tile == GemmTile::k128x64 || tile == GemmTile::k128x128,
+  I8H_CHECK_ARG(tile == GemmTile::kAuto || tile == GemmTile::k64x64 || tile == GemmTile::k128x64 ||
+                    tile == GemmTile::k128x128,
                 fn, "tile", "a GemmTile value", static_cast<int>(tile));
   return tile == GemmTile::kAuto ? select_gemm_tile(s, hybrid) : tile;
 }
@@ -74,8 +78,8 @@ GemmTile resolve_tile(GemmTile tile, const GroupedGemmShape& s, bool hybrid, con
 int64_t schedule_tiles(const GroupedGemmShape& s, const int64_t* expert_offsets, int block_m,
                        void* workspace, cudaStream_t stream) {
   int* tile_offsets = static_cast<int*>(workspace);
-  gemm::compute_group_tile_offsets<kScanThreads><<<1, kScanThreads, 0, stream>>>(
-      expert_offsets, s.num_experts, s.R, block_m, tile_offsets);
+  gemm::compute_group_tile_offsets<kScanThreads>
+      <<<1, kScanThreads, 0, stream>>>(expert_offsets, s.num_experts, s.R, block_m, tile_offsets);
   I8H_CHECK_LAUNCH("compute_group_tile_offsets");
   return s.R / block_m + s.num_experts;
 }

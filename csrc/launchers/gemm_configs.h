@@ -23,7 +23,11 @@ void launch_hybrid_gemm_fp16(GemmTile tile, int bk, GroupedGemmParams& p, int64_
                              cudaStream_t stream);
 
 // CTA rows of each tile config (the M-tile size the scheduler counts with).
-inline int tile_block_m(GemmTile t) { return t == GemmTile::k64x64 ? 64 : 128; }
-inline int tile_block_n(GemmTile t) { return t == GemmTile::k128x128 ? 128 : 64; }
+inline int tile_block_m(GemmTile t) {
+  return t == GemmTile::k64x64 ? 64 : 128;
+}
+inline int tile_block_n(GemmTile t) {
+  return t == GemmTile::k128x128 ? 128 : 64;
+}
 
 }  // namespace int8_hybrid_moe::gemm

@@ -15,8 +15,9 @@ void dispatch_tile(GemmTile tile, GroupedGemmParams& p, int64_t max_m_tiles, cud
     case GemmTile::k128x128:
       return launch_grouped_gemm_kernel<Tile128x128x64, Scheme::kPerToken, Out>(p, max_m_tiles, s);
     default:
-      throw InvalidArgument(::int8_hybrid_moe::detail::concat("int8_grouped_gemm: argument 'tile' must be a concrete ",
-                                           "tile config, got ", static_cast<int>(tile)));
+      throw InvalidArgument(::int8_hybrid_moe::detail::concat(
+          "int8_grouped_gemm: argument 'tile' must be a concrete ", "tile config, got ",
+          static_cast<int>(tile)));
   }
 }
 }  // namespace

@@ -28,6 +28,7 @@ using Tile64x64x128 = TileConfig<64, 64, 128, 2, 2, 4>;    // 69.6 KiB
 using Tile128x64x128 = TileConfig<128, 64, 128, 4, 2, 3>;  // 78 KiB
 using Tile64x64x64 = TileConfig<64, 64, 64, 2, 2, 4>;      // 36.9 KiB
 using Tile128x64x64 = TileConfig<128, 64, 64, 4, 2, 4>;    // 55 KiB
-using Tile128x128x64 = TileConfig<128, 128, 64, 2, 2, 4>;  // 72 KiB, 64x64 warp tiles (per-token only)
+using Tile128x128x64 =
+    TileConfig<128, 128, 64, 2, 2, 4>;  // 72 KiB, 64x64 warp tiles (per-token only)
 
 }  // namespace int8_hybrid_moe::gemm

@@ -12,8 +12,12 @@ namespace int8_hybrid_moe {
 // Activation / output element type. Values are stored as raw 16-bit words.
 enum class DType : int { kBFloat16 = 0, kFloat16 = 1 };
 
-inline const char* dtype_name(DType t) { return t == DType::kBFloat16 ? "bfloat16" : "float16"; }
-inline constexpr size_t dtype_bytes(DType) { return 2; }
+inline const char* dtype_name(DType t) {
+  return t == DType::kBFloat16 ? "bfloat16" : "float16";
+}
+inline constexpr size_t dtype_bytes(DType) {
+  return 2;
+}
 
 // Thrown for every invalid argument of a public entry point. The message names the argument,
 // what was expected and what was given.
@@ -39,11 +43,11 @@ std::string concat(const Ts&... parts) {
 
 // I8H_CHECK_ARG(cond, "function", "arg", "expected ...", given): throws InvalidArgument
 //   "function: argument 'arg' must be <expected>, got <given>".
-#define I8H_CHECK_ARG(cond, fn, arg, expected, given)                                      \
-  do {                                                                                    \
-    if (!(cond))                                                                          \
-      throw ::int8_hybrid_moe::InvalidArgument(::int8_hybrid_moe::detail::concat(         \
-          fn, ": argument '", arg, "' must be ", expected, ", got ", given));             \
+#define I8H_CHECK_ARG(cond, fn, arg, expected, given)                             \
+  do {                                                                            \
+    if (!(cond))                                                                  \
+      throw ::int8_hybrid_moe::InvalidArgument(::int8_hybrid_moe::detail::concat( \
+          fn, ": argument '", arg, "' must be ", expected, ", got ", given));     \
   } while (0)
 
 #define I8H_CHECK_NOT_NULL(ptr, fn, arg) \

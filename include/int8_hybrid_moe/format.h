@@ -54,6 +54,7 @@ inline int64_t int32_blocks_per_flush(const HybridFormat& f) {
 // Per-token format: q int8 [rows, K], one float scale per row: scale = absmax / 127 (1 where
 // absmax = 0), q = clamp(rint(x / scale), -127, 127). Weights: one scale per (expert, channel).
 // Largest K for which the int32 dot product of the per-token GEMM cannot overflow.
-inline constexpr int64_t kPerTokenMaxK = std::numeric_limits<int32_t>::max() / (kInt8Max * kInt8Max);
+inline constexpr int64_t kPerTokenMaxK =
+    std::numeric_limits<int32_t>::max() / (kInt8Max * kInt8Max);
 
 }  // namespace int8_hybrid_moe

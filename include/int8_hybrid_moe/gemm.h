@@ -50,8 +50,8 @@ struct PerTokenGemmArgs {
   void* C = nullptr;
   DType out_dtype = DType::kBFloat16;
 };
-void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& args,
-                       void* workspace, size_t workspace_bytes, cudaStream_t stream,
+void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& args, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream,
                        GemmTile tile = GemmTile::kAuto);
 
 // Hybrid blockwise (docs/FORMAT.md): for row r of expert e and channel n,

@@ -24,8 +24,8 @@ namespace int8_hybrid_moe {
 // expert_map (int32 [num_experts], global -> local id or -1) only experts mapped to this rank are
 // kept, renumbered [0, num_local_experts). Without one, num_local_experts == num_experts.
 struct PermuteProblem {
-  int64_t num_tokens = 0;     // M
-  int64_t hidden = 0;         // K (only needed when the expanded activations are gathered)
+  int64_t num_tokens = 0;  // M
+  int64_t hidden = 0;      // K (only needed when the expanded activations are gathered)
   int top_k = 0;
   int num_experts = 0;        // global E
   int num_local_experts = 0;  // E_local (== num_experts when expert_map is null)
@@ -84,14 +84,14 @@ struct HybridQuantOutput {
 };
 
 struct PerTokenQuantOutput {
-  int8_t* q = nullptr;       // [R, K]
-  float* scale = nullptr;    // [R]
+  int8_t* q = nullptr;     // [R, K]
+  float* scale = nullptr;  // [R]
 };
 
 // x [R, K] -> hybrid (q, Q, F), bit-exact with the CPU reference (docs/FORMAT.md).
-void quantize_rows_hybrid(const void* x, DType dtype, int64_t R, int64_t K,
-                          const HybridFormat& fmt, const HybridQuantOutput& out,
-                          const int64_t* num_valid_rows, cudaStream_t stream);
+void quantize_rows_hybrid(const void* x, DType dtype, int64_t R, int64_t K, const HybridFormat& fmt,
+                          const HybridQuantOutput& out, const int64_t* num_valid_rows,
+                          cudaStream_t stream);
 
 // x [R, K] -> per-token (q, scale).
 void quantize_rows_per_token(const void* x, DType dtype, int64_t R, int64_t K,
@@ -115,8 +115,8 @@ void silu_and_mul_quantize_hybrid(const void* x, DType dtype, int64_t R, int64_t
                                   const HybridFormat& fmt, const HybridQuantOutput& out,
                                   const int64_t* num_valid_rows, cudaStream_t stream);
 void silu_and_mul_quantize_per_token(const void* x, DType dtype, int64_t R, int64_t N,
-                                     const PerTokenQuantOutput& out,
-                                     const int64_t* num_valid_rows, cudaStream_t stream);
+                                     const PerTokenQuantOutput& out, const int64_t* num_valid_rows,
+                                     cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // Offline weight quantization (on the GPU): W [E, N, K] in dtype, rows = output channels.

@@ -23,15 +23,15 @@ enum class QuantScheme : int {
 const char* quant_scheme_name(QuantScheme s);
 
 struct MoeProblem {
-  int64_t num_tokens = 0;    // M
-  int64_t hidden = 0;        // K
-  int64_t intermediate = 0;  // N (per expert; w13 has 2N rows: gate [0, N), up [N, 2N))
-  int num_experts = 0;       // global E
-  int num_local_experts = 0; // experts of this rank (== num_experts without an expert_map)
+  int64_t num_tokens = 0;     // M
+  int64_t hidden = 0;         // K
+  int64_t intermediate = 0;   // N (per expert; w13 has 2N rows: gate [0, N), up [N, 2N))
+  int num_experts = 0;        // global E
+  int num_local_experts = 0;  // experts of this rank (== num_experts without an expert_map)
   int top_k = 0;
   DType dtype = DType::kBFloat16;
   QuantScheme scheme = QuantScheme::kHybrid;
-  HybridFormat format;       // used by kHybrid
+  HybridFormat format;  // used by kHybrid
 };
 
 // Fused-path switches. -1 = take the environment variable (VLLM_INT8_HYBRID_FUSED_SILU_QUANT,
@@ -66,10 +66,10 @@ struct MoeWeights {
 };
 
 struct MoeInputs {
-  const void* hidden = nullptr;           // [M, K] dtype
-  const int32_t* topk_ids = nullptr;      // [M, top_k], global expert ids
-  const float* topk_weights = nullptr;    // [M, top_k]
-  const int32_t* expert_map = nullptr;    // optional [E]: global -> local id or -1
+  const void* hidden = nullptr;         // [M, K] dtype
+  const int32_t* topk_ids = nullptr;    // [M, top_k], global expert ids
+  const float* topk_weights = nullptr;  // [M, top_k]
+  const int32_t* expert_map = nullptr;  // optional [E]: global -> local id or -1
 };
 
 // Stages of the forward, in order; events recorded at their boundaries give the breakdown.
@@ -94,10 +94,9 @@ size_t moe_workspace_size(const MoeProblem& p, const MoeOptions& o);
 
 // out [M, K] in p.dtype. workspace: at least moe_workspace_size(p, o) bytes, 256-byte aligned.
 // invalid_ids (optional device int32) counts topk ids outside [0, E) (dropped, see kernels.h).
-void moe_forward(const MoeProblem& p, const MoeOptions& o, const MoeInputs& in,
-                 const MoeWeights& w, void* out, void* workspace, size_t workspace_bytes,
-                 cudaStream_t stream, const MoeStageEvents* events = nullptr,
-                 int32_t* invalid_ids = nullptr);
+void moe_forward(const MoeProblem& p, const MoeOptions& o, const MoeInputs& in, const MoeWeights& w,
+                 void* out, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                 const MoeStageEvents* events = nullptr, int32_t* invalid_ids = nullptr);
 
 // Build configuration of the library, for benchmark reports.
 struct BuildInfo {

@@ -77,8 +77,7 @@ struct MoeRefProblem {
 std::vector<double> moe_forward_float(const MoeRefProblem& p, const std::vector<float>& hidden,
                                       const std::vector<int32_t>& topk_ids,
                                       const std::vector<float>& topk_weights,
-                                      const std::vector<float>& w13,
-                                      const std::vector<float>& w2,
+                                      const std::vector<float>& w13, const std::vector<float>& w2,
                                       const std::vector<int64_t>* token_subset = nullptr);
 
 // Quantized pipeline exactly as the GPU runs it: quantize hidden rows, GEMM1 (rounded to dtype),

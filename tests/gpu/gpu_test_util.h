@@ -23,15 +23,15 @@ inline bool gpu_available() {
 }
 
 // First statement of every GPU test: reported as SKIPPED (never passed) without a GPU.
-#define I8H_REQUIRE_GPU() \
-  do {                    \
+#define I8H_REQUIRE_GPU()                                                      \
+  do {                                                                         \
     if (!::i8h_test::gpu_available()) GTEST_SKIP() << "no CUDA GPU available"; \
   } while (0)
 
-#define I8H_CUDA_OK(expr)                                                         \
-  do {                                                                            \
-    cudaError_t e_ = (expr);                                                      \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);        \
+#define I8H_CUDA_OK(expr)                                                  \
+  do {                                                                     \
+    cudaError_t e_ = (expr);                                               \
+    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_); \
   } while (0)
 
 // Device buffer of T; poisoned with 0xFF bytes on creation so unwritten outputs show.
@@ -44,10 +44,15 @@ class DeviceBuffer {
     resize(h.size());
     upload(h);
   }
-  ~DeviceBuffer() { if (p_) cudaFree(p_); }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) {
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
 
   void resize(size_t n) {
     if (p_) cudaFree(p_);
@@ -58,7 +63,9 @@ class DeviceBuffer {
       throw std::bad_alloc();
     poison();
   }
-  void poison(uint8_t byte = 0xFF) { if (n_) cudaMemset(p_, byte, n_ * sizeof(T)); }
+  void poison(uint8_t byte = 0xFF) {
+    if (n_) cudaMemset(p_, byte, n_ * sizeof(T));
+  }
   void upload(const std::vector<T>& h) {
     if (h.size() != n_) throw std::runtime_error("DeviceBuffer::upload size mismatch");
     if (n_) cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice);

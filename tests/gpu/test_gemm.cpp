@@ -94,8 +94,8 @@ double hybrid_magnitude(const ref::HybridTensor& a, int64_t r, const ref::Hybrid
     for (int64_t k = b * f.block_size; k < k1; ++k)
       s += int64_t(a.q[r * a.K + k]) * w.q[n * w.K + k];
     const int64_t g = b / f.super_group;
-    total += std::fabs(double(a.F[r * a.ng + g]) * w.F[n * w.ng + g]) *
-             double(a.Q[r * a.nb + b]) * w.Q[n * w.nb + b] * std::fabs(double(s));
+    total += std::fabs(double(a.F[r * a.ng + g]) * w.F[n * w.ng + g]) * double(a.Q[r * a.nb + b]) *
+             w.Q[n * w.nb + b] * std::fabs(double(s));
   }
   return total;
 }
@@ -128,11 +128,11 @@ ref::HybridTensor worst_case_operand(int64_t rows, int64_t K, const HybridFormat
 
 void run_hybrid_case(const HybridCase& c) {
   const uint64_t seed = i8h_test::fresh_seed();
-  SCOPED_TRACE(::testing::Message() << "seed=" << seed << " R=" << c.pb.R() << " N=" << c.pb.N
-                                    << " K=" << c.pb.K << " E=" << c.pb.E() << " B="
-                                    << c.fmt.block_size << " S=" << c.fmt.super_group
-                                    << " q_max=" << c.fmt.q_max << " out="
-                                    << dtype_name(c.out) << " tile=" << gemm_tile_name(c.tile));
+  SCOPED_TRACE(::testing::Message()
+               << "seed=" << seed << " R=" << c.pb.R() << " N=" << c.pb.N << " K=" << c.pb.K
+               << " E=" << c.pb.E() << " B=" << c.fmt.block_size << " S=" << c.fmt.super_group
+               << " q_max=" << c.fmt.q_max << " out=" << dtype_name(c.out)
+               << " tile=" << gemm_tile_name(c.tile));
   std::mt19937_64 rng(seed);
   const int64_t R = c.pb.R(), N = c.pb.N, K = c.pb.K;
   const int E = c.pb.E();
@@ -365,9 +365,9 @@ void run_per_token_case(const PerTokenCase& c) {
   for (int64_t r : rows) {
     const int e = expert_of_row(off, r);
     const float* sbe = c.b_per_channel ? sb.data() + int64_t(e) * N : sb.data() + e;
-    const auto expect = ref::per_token_gemm(a.q.data() + r * K, sa.data() + (c.a_per_row ? r : 0),
-                                            false, w.q.data() + int64_t(e) * N * K, sbe,
-                                            c.b_per_channel, 1, N, K);
+    const auto expect =
+        ref::per_token_gemm(a.q.data() + r * K, sa.data() + (c.a_per_row ? r : 0), false,
+                            w.q.data() + int64_t(e) * N * K, sbe, c.b_per_channel, 1, N, K);
     for (int64_t n = 0; n < N; ++n) {
       const double ref_v = expect[n];
       const double got = ref::to_float(C[r * N + n], c.out);
@@ -375,8 +375,7 @@ void run_per_token_case(const PerTokenCase& c) {
       const double tol = ulp_of(ref_v, c.out) + 4e-7 * std::fabs(ref_v);
       if (!(std::fabs(got - ref_v) <= tol)) {
         if (++bad <= 5)
-          ADD_FAILURE() << "row " << r << " col " << n << ": got " << got << " expected "
-                        << ref_v;
+          ADD_FAILURE() << "row " << r << " col " << n << ": got " << got << " expected " << ref_v;
       }
     }
   }

@@ -258,8 +258,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   // ---- MMA partitions -------------------------------------------------------------------------
   typename Cfg::TiledMma mma;
   auto thr_mma = mma.get_slice(tid);
-  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));  // (MMA, MMA_M, MMA_K)
-  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));  // (MMA, MMA_N, MMA_K)
+  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));             // (MMA, MMA_M, MMA_K)
+  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));             // (MMA, MMA_N, MMA_K)
   Tensor blk0 = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32 (MMA,MMA_M,MMA_N)
   auto s2r_a = make_tiled_copy_A(typename Cfg::SmemCopyAtom{}, mma);
   auto s2r_thr_a = s2r_a.get_slice(tid);
@@ -278,13 +278,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   static_assert(PairMode::value == 2, "accumulator mode 0 must pair adjacent columns");
   int rows[2 * kMmaM], cols[2 * kMmaN];
   CUTE_UNROLL
-  for (int mi = 0; mi < kMmaM; ++mi)
-    CUTE_UNROLL
-    for (int v = 0; v < 2; ++v) rows[v + 2 * mi] = get<0>(tCcC(make_coord(make_coord(0, v), mi, 0)));
+  for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+  for (int v = 0; v < 2; ++v) rows[v + 2 * mi] = get<0>(tCcC(make_coord(make_coord(0, v), mi, 0)));
   CUTE_UNROLL
-  for (int ni = 0; ni < kMmaN; ++ni)
-    CUTE_UNROLL
-    for (int v = 0; v < 2; ++v) cols[v + 2 * ni] = get<1>(tCcC(make_coord(make_coord(v, 0), 0, ni)));
+  for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
+  for (int v = 0; v < 2; ++v) cols[v + 2 * ni] = get<1>(tCcC(make_coord(make_coord(v, 0), 0, ni)));
   auto elem = [](auto& t, int v0, int v1, int mi, int ni) -> auto& {
     return t(make_coord(make_coord(v0, v1), mi, ni));
   };
@@ -345,58 +343,49 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     Tensor acc_i = make_tensor_like(blk0);
     clear(acc_i);
     clear(acc_f);
-    int qa[2 * kMmaM], qb[2 * kMmaN];  // block scales of the current block
+    int qa[2 * kMmaM], qb[2 * kMmaN];    // block scales of the current block
     float fa[2 * kMmaM], fb[2 * kMmaN];  // super-group scales, read for flushing blocks only
     BlockCursor block;
 
     // Integer path: acc_i += blk * (QA * QB), exact while the chunk bound holds.
     auto rescale_int = [&](auto& blk) {
       CUTE_UNROLL
-      for (int mi = 0; mi < kMmaM; ++mi)
-        CUTE_UNROLL
-        for (int ni = 0; ni < kMmaN; ++ni)
-          CUTE_UNROLL
-          for (int v1 = 0; v1 < 2; ++v1)
-            CUTE_UNROLL
-            for (int v0 = 0; v0 < 2; ++v0) {
-              int& b = elem(blk, v0, v1, mi, ni);
-              int& a = elem(acc_i, v0, v1, mi, ni);
-              a += b * (qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
-              b = 0;
-            }
+      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
+      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
+      for (int v0 = 0; v0 < 2; ++v0) {
+        int& b = elem(blk, v0, v1, mi, ni);
+        int& a = elem(acc_i, v0, v1, mi, ni);
+        a += b * (qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
+        b = 0;
+      }
     };
     auto flush_int = [&]() {
       CUTE_UNROLL
-      for (int mi = 0; mi < kMmaM; ++mi)
-        CUTE_UNROLL
-        for (int ni = 0; ni < kMmaN; ++ni)
-          CUTE_UNROLL
-          for (int v1 = 0; v1 < 2; ++v1)
-            CUTE_UNROLL
-            for (int v0 = 0; v0 < 2; ++v0) {
-              int& a = elem(acc_i, v0, v1, mi, ni);
-              float& f = elem(acc_f, v0, v1, mi, ni);
-              f = fmaf(static_cast<float>(a), fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
-              a = 0;
-            }
+      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
+      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
+      for (int v0 = 0; v0 < 2; ++v0) {
+        int& a = elem(acc_i, v0, v1, mi, ni);
+        float& f = elem(acc_f, v0, v1, mi, ni);
+        f = fmaf(static_cast<float>(a), fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
+        a = 0;
+      }
     };
     // fp32 path (flush_period == 0): one block term can exceed int32, form it in fp32.
     auto rescale_fp32 = [&](auto& blk) {
       CUTE_UNROLL
-      for (int mi = 0; mi < kMmaM; ++mi)
-        CUTE_UNROLL
-        for (int ni = 0; ni < kMmaN; ++ni)
-          CUTE_UNROLL
-          for (int v1 = 0; v1 < 2; ++v1)
-            CUTE_UNROLL
-            for (int v0 = 0; v0 < 2; ++v0) {
-              int& b = elem(blk, v0, v1, mi, ni);
-              float& f = elem(acc_f, v0, v1, mi, ni);
-              const float term = static_cast<float>(b) *
-                                 static_cast<float>(qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
-              f = fmaf(term, fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
-              b = 0;
-            }
+      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
+      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
+      for (int v0 = 0; v0 < 2; ++v0) {
+        int& b = elem(blk, v0, v1, mi, ni);
+        float& f = elem(acc_f, v0, v1, mi, ni);
+        const float term =
+            static_cast<float>(b) * static_cast<float>(qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
+        f = fmaf(term, fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
+        b = 0;
+      }
     };
     // Scales of the block whose last K tile sits in `stage`, copied to registers before the
     // next tile's barrier lets the loader overwrite that stage.
@@ -445,34 +434,33 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   Out* gC = reinterpret_cast<Out*>(p.C) + row0 * p.N + n0;
   using Out2 = typename detail::Pair<Out>::type;
   CUTE_UNROLL
-  for (int mi = 0; mi < kMmaM; ++mi)
+  for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+  for (int v1 = 0; v1 < 2; ++v1) {
+    const int m = rows[v1 + 2 * mi];
+    if (m >= rows_valid) continue;
+    float sa = 1.f;
+    if constexpr (!kHybrid) sa = p.scale_a[p.scale_a_per_row ? row0 + m : 0];
     CUTE_UNROLL
-    for (int v1 = 0; v1 < 2; ++v1) {
-      const int m = rows[v1 + 2 * mi];
-      if (m >= rows_valid) continue;
-      float sa = 1.f;
-      if constexpr (!kHybrid) sa = p.scale_a[p.scale_a_per_row ? row0 + m : 0];
-      CUTE_UNROLL
-      for (int ni = 0; ni < kMmaN; ++ni) {
-        const int n = cols[2 * ni];
-        if (n >= cols_valid) continue;  // N % 8 == 0: n + 1 is valid too
-        float v0, v1f;
-        if constexpr (kHybrid) {
-          v0 = elem(acc_f, 0, v1, mi, ni);
-          v1f = elem(acc_f, 1, v1, mi, ni);
-        } else {
-          const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n
-                                                               : int64_t(expert));
-          v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * sb[0];
-          v1f = static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa *
-                sb[p.scale_b_per_channel ? 1 : 0];
-        }
-        Out2 pair;
-        pair.x = detail::to_out<Out>(v0);
-        pair.y = detail::to_out<Out>(v1f);
-        *reinterpret_cast<Out2*>(gC + int64_t(m) * p.N + n) = pair;
+    for (int ni = 0; ni < kMmaN; ++ni) {
+      const int n = cols[2 * ni];
+      if (n >= cols_valid) continue;  // N % 8 == 0: n + 1 is valid too
+      float v0, v1f;
+      if constexpr (kHybrid) {
+        v0 = elem(acc_f, 0, v1, mi, ni);
+        v1f = elem(acc_f, 1, v1, mi, ni);
+      } else {
+        const float* sb =
+            p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n : int64_t(expert));
+        v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * sb[0];
+        v1f =
+            static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa * sb[p.scale_b_per_channel ? 1 : 0];
       }
+      Out2 pair;
+      pair.x = detail::to_out<Out>(v0);
+      pair.y = detail::to_out<Out>(v1f);
+      *reinterpret_cast<Out2*>(gC + int64_t(m) * p.N + n) = pair;
     }
+  }
 }
 
 }  // namespace int8_hybrid_moe::gemm
