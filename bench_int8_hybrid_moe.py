@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--routing", choices=("uniform", "zipf"), default="uniform")
     g.add_argument("--seed", type=int, default=0, help="seed of every input (default 0)")
     f = p.add_argument_group("hybrid format")
-    f.add_argument("--quant-block-size", type=int, default=128, help="K-block B (default 128)")
+    f.add_argument("--quant-block-size", type=int, default=128, help="K-block B, a multiple of 64 (default 128)")
     f.add_argument("--super-group-size", type=int, default=256, help="blocks per F (default 256)")
     f.add_argument("--q-max", type=int, default=16, help="largest block scale, 1..127")
     r = p.add_argument_group("run")
@@ -96,9 +96,9 @@ def validate_args(a: argparse.Namespace) -> List[str]:
     if a.top_k > 0 and a.num_experts > 0:
         need(a.top_k <= a.num_experts, "--top-k", f"<= --num-experts ({a.num_experts})", a.top_k)
     need(
-        a.quant_block_size > 0 and a.quant_block_size % 16 == 0,
+        a.quant_block_size > 0 and a.quant_block_size % 64 == 0,
         "--quant-block-size",
-        "a positive multiple of 16",
+        "a positive multiple of 64 (the hybrid GEMM's K tile divides it)",
         a.quant_block_size,
     )
     need(a.super_group_size > 0, "--super-group-size", "> 0", a.super_group_size)

@@ -78,8 +78,10 @@ void validate_args(const BenchArgs& a) {
   require(a.top_k > 0, "--top-k", "> 0", std::to_string(a.top_k));
   require(a.top_k <= a.num_experts, "--top-k",
           "<= --num-experts (" + std::to_string(a.num_experts) + ")", std::to_string(a.top_k));
-  require(a.quant_block_size > 0 && a.quant_block_size % 16 == 0, "--quant-block-size",
-          "a positive multiple of 16", std::to_string(a.quant_block_size));
+  // The format allows any multiple of 16; the hybrid GEMM's K tile (64 or 128) must divide B.
+  require(a.quant_block_size > 0 && a.quant_block_size % 64 == 0, "--quant-block-size",
+          "a positive multiple of 64 (the hybrid GEMM's K tile divides it)",
+          std::to_string(a.quant_block_size));
   require(a.super_group_size > 0, "--super-group-size", "> 0", std::to_string(a.super_group_size));
   require(a.q_max >= 1 && a.q_max <= 127, "--q-max", "in [1, 127]", std::to_string(a.q_max));
   require(a.warmup >= 0, "--warmup", ">= 0", std::to_string(a.warmup));
@@ -216,7 +218,7 @@ std::string bench_help() {
        "~1/rank)\n"
        "  --seed S                seed of every input (default 0)\n"
        "Hybrid format:\n"
-       "  --quant-block-size B    K-block, a multiple of 16 (default 128; the GEMM needs 64 | B)\n"
+       "  --quant-block-size B    K-block, a multiple of 64 (default 128)\n"
        "  --super-group-size S    K-blocks per float group (default 256)\n"
        "  --q-max Q               largest integer block scale, 1..127 (default 16)\n"
        "Run:\n"
