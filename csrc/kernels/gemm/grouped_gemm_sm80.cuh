@@ -161,8 +161,9 @@ struct BlockCursor {
   }
 };
 
-// The hybrid kernel keeps four accumulator sets (two block sums, the int32 chunk, the fp32 total)
-// and needs the whole register file: one CTA per SM. The per-token kernel fits two.
+// The hybrid kernel keeps three accumulator sets (block sum, int32 chunk, fp32 total) plus the
+// scales and needs ~240 registers (capping it at 168 for 3 CTAs/SM spilled 1 KB: PERF.md); the
+// per-token kernel fits two CTAs per SM.
 template <class Cfg, Scheme kScheme, typename Out>
 __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 : 2)
     grouped_gemm_sm80_kernel(const __grid_constant__ GroupedGemmParams p) {
