@@ -6,20 +6,8 @@
 namespace int8_hybrid_moe::gemm {
 
 void launch_hybrid_gemm_fp16(GemmTile tile, int bk, GroupedGemmParams& p, int64_t max_m_tiles,
-                             cudaStream_t s) {
-  using Out = __half;
-  if (tile == GemmTile::k64x64 && bk == 128)
-    return launch_grouped_gemm_kernel<Tile64x64x128, Scheme::kHybrid, Out>(p, max_m_tiles, s);
-  if (tile == GemmTile::k128x64 && bk == 128)
-    return launch_grouped_gemm_kernel<Tile128x64x128, Scheme::kHybrid, Out>(p, max_m_tiles, s);
-  if (tile == GemmTile::k64x64 && bk == 64)
-    return launch_grouped_gemm_kernel<Tile64x64x64, Scheme::kHybrid, Out>(p, max_m_tiles, s);
-  if (tile == GemmTile::k128x64 && bk == 64)
-    return launch_grouped_gemm_kernel<Tile128x64x64, Scheme::kHybrid, Out>(p, max_m_tiles, s);
-  throw InvalidArgument(::int8_hybrid_moe::detail::concat(
-      "int8_hybrid_grouped_gemm: argument 'tile' must be 64x64 or 128x64 (the hybrid kernel keeps ",
-      "three accumulator sets in registers; 128x128 is per-token only), got ",
-      gemm_tile_name(tile)));
+                             cudaStream_t stream) {
+  launch_hybrid_gemm_for<__half>(tile, bk, p, max_m_tiles, stream);
 }
 
 }  // namespace int8_hybrid_moe::gemm

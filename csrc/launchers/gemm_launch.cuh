@@ -31,4 +31,23 @@ using Tile128x64x64 = TileConfig<128, 64, 64, 4, 2, 4>;    // 55 KiB
 using Tile128x128x64 =
     TileConfig<128, 128, 64, 2, 2, 4>;  // 72 KiB, 64x64 warp tiles (per-token only)
 
+// Hybrid GEMM dispatch over (tile, K tile) for one output type; each gemm_instances_hybrid_*.cu
+// instantiates it for its dtype so the heavy instantiations compile in parallel.
+template <typename Out>
+void launch_hybrid_gemm_for(GemmTile tile, int bk, GroupedGemmParams& p, int64_t max_m_tiles,
+                            cudaStream_t s) {
+  if (tile == GemmTile::k64x64 && bk == 128)
+    return launch_grouped_gemm_kernel<Tile64x64x128, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+  if (tile == GemmTile::k128x64 && bk == 128)
+    return launch_grouped_gemm_kernel<Tile128x64x128, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+  if (tile == GemmTile::k64x64 && bk == 64)
+    return launch_grouped_gemm_kernel<Tile64x64x64, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+  if (tile == GemmTile::k128x64 && bk == 64)
+    return launch_grouped_gemm_kernel<Tile128x64x64, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+  throw InvalidArgument(::int8_hybrid_moe::detail::concat(
+      "int8_hybrid_grouped_gemm: argument 'tile' must be 64x64 or 128x64 (the hybrid kernel keeps ",
+      "three accumulator sets in registers; 128x128 is per-token only), got ",
+      gemm_tile_name(tile)));
+}
+
 }  // namespace int8_hybrid_moe::gemm

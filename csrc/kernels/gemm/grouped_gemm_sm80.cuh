@@ -344,49 +344,43 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     Tensor acc_i = make_tensor_like(blk0);
     clear(acc_i);
     clear(acc_f);
-    int qa[2 * kMmaM], qb[2 * kMmaN];    // block scales of the current block
-    float fa[2 * kMmaM], fb[2 * kMmaN];  // super-group scales, read for flushing blocks only
+    int qa[2 * kMmaM] = {}, qb[2 * kMmaN] = {};    // block scales of the current block
+    float fa[2 * kMmaM] = {}, fb[2 * kMmaN] = {};  // super-group scales (flushing blocks)
     BlockCursor block;
 
+    // Visits every accumulator element with its row slot (v1 + 2*mi) and column slot (v0 + 2*ni).
+    auto for_each_elem = [&](auto&& f) {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
+      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
+      for (int v0 = 0; v0 < 2; ++v0) f(v0, v1, mi, ni, v1 + 2 * mi, v0 + 2 * ni);
+    };
     // Integer path: acc_i += blk * (QA * QB), exact while the chunk bound holds.
     auto rescale_int = [&](auto& blk) {
-      CUTE_UNROLL
-      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
-      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
-      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
-      for (int v0 = 0; v0 < 2; ++v0) {
+      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
         int& b = elem(blk, v0, v1, mi, ni);
-        int& a = elem(acc_i, v0, v1, mi, ni);
-        a += b * (qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
+        elem(acc_i, v0, v1, mi, ni) += b * (qa[r] * qb[c]);
         b = 0;
-      }
+      });
     };
     auto flush_int = [&]() {
-      CUTE_UNROLL
-      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
-      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
-      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
-      for (int v0 = 0; v0 < 2; ++v0) {
+      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
         int& a = elem(acc_i, v0, v1, mi, ni);
         float& f = elem(acc_f, v0, v1, mi, ni);
-        f = fmaf(static_cast<float>(a), fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
+        f = fmaf(static_cast<float>(a), fa[r] * fb[c], f);
         a = 0;
-      }
+      });
     };
     // fp32 path (flush_period == 0): one block term can exceed int32, form it in fp32.
     auto rescale_fp32 = [&](auto& blk) {
-      CUTE_UNROLL
-      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
-      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
-      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
-      for (int v0 = 0; v0 < 2; ++v0) {
+      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
         int& b = elem(blk, v0, v1, mi, ni);
+        const float term = static_cast<float>(b) * static_cast<float>(qa[r] * qb[c]);
         float& f = elem(acc_f, v0, v1, mi, ni);
-        const float term =
-            static_cast<float>(b) * static_cast<float>(qa[v1 + 2 * mi] * qb[v0 + 2 * ni]);
-        f = fmaf(term, fa[v1 + 2 * mi] * fb[v0 + 2 * ni], f);
+        f = fmaf(term, fa[r] * fb[c], f);
         b = 0;
-      }
+      });
     };
     // Scales of the block whose last K tile sits in `stage`, copied to registers before the
     // next tile's barrier lets the loader overwrite that stage.
