@@ -317,34 +317,39 @@ void moe_forward(const MoeProblem& p, const MoeOptions& o, const MoeInputs& in, 
         quantize_rows_per_token(permuted_hidden, p.dtype, R, K, a1t, num_valid_rows, stream);
     }
   }
+  // One grouped GEMM of either scheme: C [R, n] = A [R, k] x W^T, W [E, n, k].
+  auto grouped_gemm = [&](int64_t n, int64_t k, const HybridQuantOutput& ah,
+                          const PerTokenQuantOutput& at, const HybridWeight& wh,
+                          const PerChannelWeight& wc, void* c, GemmTile tile) {
+    const GroupedGemmShape shape{R, n, k, E};
+    if (hybrid) {
+      HybridGemmArgs a;
+      a.A = ah.q;
+      a.QA = ah.Q;
+      a.FA = ah.F;
+      a.B = wh.q;
+      a.QB = wh.Q;
+      a.FB = wh.F;
+      a.expert_offsets = expert_offsets;
+      a.C = c;
+      a.out_dtype = p.dtype;
+      int8_hybrid_grouped_gemm(shape, p.format, a, gemm_ws, l.bytes[detail::kWsGemm], stream, tile);
+    } else {
+      PerTokenGemmArgs a;
+      a.A = at.q;
+      a.scale_a = at.scale;
+      a.B = wc.q;
+      a.scale_b = wc.scale;
+      a.expert_offsets = expert_offsets;
+      a.C = c;
+      a.out_dtype = p.dtype;
+      int8_grouped_gemm(shape, a, gemm_ws, l.bytes[detail::kWsGemm], stream, tile);
+    }
+  };
   // ---- gemm1: C1 [R, 2N] = A1 x w13^T ----
   {
     StageScope s(kStageGemm1, events, stream);
-    const GroupedGemmShape shape{R, 2 * N, K, E};
-    if (hybrid) {
-      HybridGemmArgs a;
-      a.A = a1h.q;
-      a.QA = a1h.Q;
-      a.FA = a1h.F;
-      a.B = w.w13_hybrid.q;
-      a.QB = w.w13_hybrid.Q;
-      a.FB = w.w13_hybrid.F;
-      a.expert_offsets = expert_offsets;
-      a.C = c1;
-      a.out_dtype = p.dtype;
-      int8_hybrid_grouped_gemm(shape, p.format, a, gemm_ws, l.bytes[detail::kWsGemm], stream,
-                               o.gemm1_tile);
-    } else {
-      PerTokenGemmArgs a;
-      a.A = a1t.q;
-      a.scale_a = a1t.scale;
-      a.B = w.w13_channel.q;
-      a.scale_b = w.w13_channel.scale;
-      a.expert_offsets = expert_offsets;
-      a.C = c1;
-      a.out_dtype = p.dtype;
-      int8_grouped_gemm(shape, a, gemm_ws, l.bytes[detail::kWsGemm], stream, o.gemm1_tile);
-    }
+    grouped_gemm(2 * N, K, a1h, a1t, w.w13_hybrid, w.w13_channel, c1, o.gemm1_tile);
   }
   // ---- act_quant: A2 = quant(silu(gate) * up) ----
   {
@@ -365,31 +370,7 @@ void moe_forward(const MoeProblem& p, const MoeOptions& o, const MoeInputs& in, 
   // ---- gemm2: C2 [R, K] = A2 x w2^T ----
   {
     StageScope s(kStageGemm2, events, stream);
-    const GroupedGemmShape shape{R, K, N, E};
-    if (hybrid) {
-      HybridGemmArgs a;
-      a.A = a2h.q;
-      a.QA = a2h.Q;
-      a.FA = a2h.F;
-      a.B = w.w2_hybrid.q;
-      a.QB = w.w2_hybrid.Q;
-      a.FB = w.w2_hybrid.F;
-      a.expert_offsets = expert_offsets;
-      a.C = c2;
-      a.out_dtype = p.dtype;
-      int8_hybrid_grouped_gemm(shape, p.format, a, gemm_ws, l.bytes[detail::kWsGemm], stream,
-                               o.gemm2_tile);
-    } else {
-      PerTokenGemmArgs a;
-      a.A = a2t.q;
-      a.scale_a = a2t.scale;
-      a.B = w.w2_channel.q;
-      a.scale_b = w.w2_channel.scale;
-      a.expert_offsets = expert_offsets;
-      a.C = c2;
-      a.out_dtype = p.dtype;
-      int8_grouped_gemm(shape, a, gemm_ws, l.bytes[detail::kWsGemm], stream, o.gemm2_tile);
-    }
+    grouped_gemm(K, N, a2h, a2t, w.w2_hybrid, w.w2_channel, c2, o.gemm2_tile);
   }
   // ---- unpermute: out[t] = sum_j weight[t, j] * C2[row(t, j)] ----
   {
