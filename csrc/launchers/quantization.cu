@@ -72,10 +72,90 @@ void launch_cpt(const RowQuantParams& p, cudaStream_t stream) {
   I8H_CHECK_LAUNCH("quantize_rows_kernel");
 }
 
+// --- Warp-per-row kernel -------------------------------------------------------------------
+// Rows of at most kWarpMaxVpt vectors (8 elements) per lane: K <= 4096.
+constexpr int kWarpMaxVpt = 16;
+
+int log2_exact(int64_t v) {  // log2 of a power of two, -1 otherwise
+  if (v <= 0 || (v & (v - 1)) != 0) return -1;
+  int l = 0;
+  while ((int64_t(1) << l) < v) ++l;
+  return l;
+}
+
+// Shuffle pattern of a reduction span of `span` vectors in a row of nvec vectors held as
+// `vpt` vectors per lane: the whole row; a power of two <= 32 of lanes; or all 32 lanes times
+// a power of two of each lane's vectors. false: not expressible (the team kernel runs instead).
+bool span_bits(int64_t span, int64_t nvec, int vpt, int& lane_bits, int& vec_bits) {
+  if (span >= nvec) {
+    lane_bits = 5;
+    vec_bits = log2_exact(vpt);
+    return true;
+  }
+  const int l = log2_exact(span);
+  if (l < 0) return false;
+  lane_bits = std::min(l, 5);
+  vec_bits = std::max(l - 5, 0);
+  return true;
+}
+
+template <DType T, bool kSilu, bool kHybrid, int VPT>
+void launch_warp(const RowQuantParams& p, cudaStream_t stream) {
+  auto kernel = kernels::quantize_rows_warp_kernel<T, kSilu, kHybrid, VPT>;
+  int per_sm = 0;
+  I8H_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kQuantThreads, 0));
+  const int64_t cap = int64_t(std::max(per_sm, 1)) * detail::current_device_sm_count();
+  constexpr int kWarps = kQuantThreads / 32;
+  const int64_t want = (p.num_rows + kWarps - 1) / kWarps;
+  const int grid = static_cast<int>(std::max<int64_t>(1, std::min(cap, want)));
+  kernel<<<grid, kQuantThreads, 0, stream>>>(p);
+  I8H_CHECK_LAUNCH("quantize_rows_warp_kernel");
+}
+
+// Sets the warp kernel's fields of p and returns its vectors per lane, or 0 when the row or the
+// spans do not fit it. block_elems: B (hybrid) or K (per-token); group_blocks: S or 1.
+int warp_config(RowQuantParams& p, int64_t block_elems, int64_t group_blocks) {
+  const int64_t nvec = p.K / 8;
+  int vpt = 1;
+  while (int64_t(vpt) * 32 < nvec) vpt *= 2;
+  if (vpt > kWarpMaxVpt) return 0;
+  const int64_t vblk = block_elems / 8;
+  const int64_t vgrp = std::min(vblk * group_blocks, nvec);
+  if (!span_bits(vblk, nvec, vpt, p.blk_lane_bits, p.blk_vec_bits)) return 0;
+  if (!span_bits(vgrp, nvec, vpt, p.grp_lane_bits, p.grp_vec_bits)) return 0;
+  p.blk_shift = vblk >= nvec ? 30 : log2_exact(vblk);
+  p.grp_shift = vgrp >= nvec ? 30 : log2_exact(vgrp);
+  return vpt;
+}
+
 // Fills the launch configuration of p (K, format fields already set) and launches.
 template <bool kSilu, bool kHybrid>
 void launch_rows(DType dtype, RowQuantParams p, cudaStream_t stream) {
   if (p.num_rows == 0) return;
+  const int64_t block_elems = kHybrid ? int64_t(p.chunks_per_block) * 16 : int64_t(p.K);
+  const int vpt = warp_config(p, block_elems, kHybrid ? p.S : 1);
+  if (vpt > 0) {
+    I8H_DISPATCH_DTYPE(dtype, T, {
+      switch (vpt) {
+        case 1:
+          launch_warp<T, kSilu, kHybrid, 1>(p, stream);
+          break;
+        case 2:
+          launch_warp<T, kSilu, kHybrid, 2>(p, stream);
+          break;
+        case 4:
+          launch_warp<T, kSilu, kHybrid, 4>(p, stream);
+          break;
+        case 8:
+          launch_warp<T, kSilu, kHybrid, 8>(p, stream);
+          break;
+        default:
+          launch_warp<T, kSilu, kHybrid, 16>(p, stream);
+          break;
+      }
+    });
+    return;
+  }
   const RowConfig cfg = row_config(p.K);
   p.team = cfg.team;
   I8H_DISPATCH_DTYPE(dtype, T, {

@@ -206,6 +206,50 @@ TEST(KernelQuant, HybridRowsMatchReference) {
         }
 }
 
+// Block and group spans the warp-per-row kernel handles through its shuffle patterns (blocks of
+// whole lanes times several vectors, groups of a few blocks, one lane per block) and spans it
+// does not (not a power of two of 8-element vectors: the team kernel runs), plus K 4096 (the
+// longest warp row) and short rows.
+TEST(KernelQuant, HybridRowsSpanPatterns) {
+  I8H_REQUIRE_GPU();
+  struct Case {
+    int64_t K;
+    int B, S, q_max;
+  };
+  const Case cases[] = {{2048, 512, 1, 16},   {2048, 512, 2, 16}, {4096, 1024, 1, 127},
+                        {4096, 128, 4, 16},   {4096, 64, 256, 1}, {2048, 16, 8, 16},
+                        {2048, 16, 1, 127},   {2064, 48, 3, 16},  {2048, 32, 3, 16},
+                        {1536, 128, 256, 16}, {96, 32, 1, 16},    {16, 16, 1, 16},
+                        {4112, 128, 256, 16}};
+  std::mt19937_64 rng(i8h_test::fresh_seed());
+  for (DType dt : kDtypes)
+    for (const Case& c : cases) {
+      const uint64_t seed = i8h_test::fresh_seed();
+      HybridFormat fmt;
+      fmt.block_size = c.B;
+      fmt.super_group = c.S;
+      fmt.q_max = c.q_max;
+      const int64_t K = c.K;
+      const int64_t R = rows_for(K, rng) + 16;
+      SCOPED_TRACE(::testing::Message()
+                   << "seed " << seed << " dtype " << dtype_name(dt) << " R " << R << " K " << K
+                   << " B " << c.B << " S " << c.S << " q_max " << c.q_max);
+      const auto h = make_rows(R, K, dt, seed);
+      const auto xf = ref::to_float(h, dt);
+      const auto want = ref::quantize_hybrid(xf.data(), R, K, fmt);
+      DeviceBuffer<uint16_t> x(h);
+      DeviceBuffer<int8_t> q(static_cast<size_t>(R * K));
+      DeviceBuffer<int32_t> Q(static_cast<size_t>(R * want.nb));
+      DeviceBuffer<float> F(static_cast<size_t>(R * want.ng));
+      quantize_rows_hybrid(x.get(), dt, R, K, fmt, {q.get(), Q.get(), F.get()}, nullptr, 0);
+      I8H_CUDA_OK(cudaDeviceSynchronize());
+      const auto gq = q.download();
+      const auto gQ = Q.download();
+      const auto gF = F.download();
+      for (int64_t r = 0; r < R; ++r) ASSERT_TRUE(hybrid_row_equal(want, r, gq, gQ, gF, r));
+    }
+}
+
 TEST(KernelQuant, PerTokenRowsMatchReference) {
   I8H_REQUIRE_GPU();
   std::mt19937_64 rng(i8h_test::fresh_seed());
