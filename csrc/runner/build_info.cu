@@ -5,8 +5,9 @@
 
 #include "int8_hybrid_moe/moe.h"
 
-#define I8H_STRINGIFY_IMPL(x) #x
-#define I8H_STRINGIFY(x) I8H_STRINGIFY_IMPL(x)
+// Variadic: __CUDA_ARCH_LIST__ is a comma-separated list when several archs are built.
+#define I8H_STRINGIFY_IMPL(...) #__VA_ARGS__
+#define I8H_STRINGIFY(...) I8H_STRINGIFY_IMPL(__VA_ARGS__)
 
 namespace int8_hybrid_moe {
 
