@@ -3,7 +3,8 @@
 # test (C++ and Python), compute-sanitizer on small configs, the kernel / GEMM / end-to-end
 # benchmarks, and prints a short summary table last.
 #
-#   scripts/gpu_check.sh [steps...]     steps: build test sanitize bench profile (default: all)
+#   scripts/gpu_check.sh [steps...]     steps: build test bench profile sanitize (default: all,
+#                                       in that order; sanitizers last, they are the slowest)
 #
 # Env: INT8HYBRID_CUDA_ARCHS (default 90), BUILD_DIR (default build), OUT (logs and JSON go there
 # when set), JOBS (default nproc).
@@ -15,7 +16,7 @@ ARCHS="${INT8HYBRID_CUDA_ARCHS:-90}"
 LOGDIR="${OUT:-$BUILD/gpu_check}"
 mkdir -p "$LOGDIR"
 STEPS=("$@")
-[[ ${#STEPS[@]} -eq 0 ]] && STEPS=(build test sanitize bench profile)
+[[ ${#STEPS[@]} -eq 0 ]] && STEPS=(build test bench profile sanitize)
 want() { local s; for s in "${STEPS[@]}"; do [[ "$s" == "$1" ]] && return 0; done; return 1; }
 SUMMARY=()
 add() { SUMMARY+=("$(printf '%-34s %s' "$1" "$2")"); }
@@ -41,20 +42,6 @@ if want build || want test; then
   add "tests exit code" "$rc"
 fi
 
-if want sanitize; then
-  echo "== compute-sanitizer (small configs) =="
-  SAN_FILTER="${I8H_SANITIZE_FILTER:-*Small*:*Sanitize*:HybridGroupedGemm.EmptySingleRowAndUnevenExperts:PerTokenGroupedGemm.BroadcastScalesKTailsAndEdgeExperts}"
-  for tool in memcheck racecheck initcheck synccheck; do
-    log="$LOGDIR/sanitize.log"
-    echo "-- $tool --" | tee -a "$log"
-    compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
-      "$BUILD/int8_hybrid_moe_gpu_tests" --gtest_filter="$SAN_FILTER" >>"$log" 2>&1
-    src=$?
-    summary="$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)"
-    add "sanitizer $tool" "exit $src; ${summary:-no summary}"
-  done
-fi
-
 if want bench; then
   echo "== benchmarks =="
   "$BUILD/bench_kernels" --json "$LOGDIR/bench_kernels.json" 2>&1 | tee "$LOGDIR/bench.log"
@@ -76,6 +63,20 @@ if want profile; then
   else
     add "profile region check" "scripts/check_profile_region.sh missing"
   fi
+fi
+
+if want sanitize; then
+  echo "== compute-sanitizer (small configs) =="
+  SAN_FILTER="${I8H_SANITIZE_FILTER:-*Small*:*Sanitize*:HybridGroupedGemm.EmptySingleRowAndUnevenExperts:PerTokenGroupedGemm.BroadcastScalesKTailsAndEdgeExperts}"
+  for tool in memcheck racecheck initcheck synccheck; do
+    log="$LOGDIR/sanitize.log"
+    echo "-- $tool --" | tee -a "$log"
+    timeout "${I8H_SANITIZE_TIMEOUT:-120}" compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+      "$BUILD/int8_hybrid_moe_gpu_tests" --gtest_filter="$SAN_FILTER" >>"$log" 2>&1
+    src=$?
+    summary="$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)"
+    add "sanitizer $tool" "exit $src; ${summary:-no summary}"
+  done
 fi
 
 echo
