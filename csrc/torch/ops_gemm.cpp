@@ -25,7 +25,7 @@ GroupedGemmShape check_operands(const Tensor& a, const Tensor& b, const Tensor& 
   check_input(b, a, 3, at::kChar, fn, "b");
   check_input(offsets, a, 1, at::kLong, fn, "expert_offsets");
   I8H_TORCH_CHECK(b.size(2) == a.size(1), fn, "b", "of shape [E, N, K = a.size(1) = ", a.size(1),
-                  "], got ", b.sizes());
+                  "], got ", dims(b.sizes()));
   I8H_TORCH_CHECK(offsets.size(0) == b.size(0) + 1, fn, "expert_offsets",
                   "of length E + 1 = ", b.size(0) + 1, " (E = b.size(0)), got ", offsets.size(0));
   GroupedGemmShape s;
@@ -51,7 +51,7 @@ Tensor cutlass_int8_grouped(const Tensor& a, const Tensor& scale_a, const Tensor
   check_contiguous(scale_a, fn, "scale_a");
   I8H_TORCH_CHECK(scale_a.numel() == s.R || scale_a.numel() == 1, fn, "scale_a",
                   "a per-row scale with R = ", s.R, " elements or one per-tensor scale, got shape ",
-                  scale_a.sizes());
+                  dims(scale_a.sizes()));
   check_cuda(scale_b, fn, "scale_b");
   check_same_device(scale_b, a, fn, "scale_b");
   check_dtype(scale_b, at::kFloat, fn, "scale_b");
@@ -59,7 +59,7 @@ Tensor cutlass_int8_grouped(const Tensor& a, const Tensor& scale_a, const Tensor
   const int64_t E = s.num_experts;
   I8H_TORCH_CHECK(scale_b.numel() == E * s.N || scale_b.numel() == E, fn, "scale_b",
                   "per-channel scales [E, N] = [", E, ", ", s.N, "] or one per expert [", E,
-                  "], got shape ", scale_b.sizes());
+                  "], got shape ", dims(scale_b.sizes()));
 
   const c10::cuda::CUDAGuard guard(a.device());
   Tensor out = at::empty({s.R, s.N}, a.options().dtype(out_dtype));

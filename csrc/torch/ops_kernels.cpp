@@ -53,7 +53,7 @@ Tensor5 moe_permute(const Tensor& hidden, const Tensor& topk_ids, int64_t num_ex
   check_input(topk_ids, hidden, 2, at::kInt, fn, "topk_ids");
   const int64_t M = hidden.size(0), K = hidden.size(1);
   I8H_TORCH_CHECK(topk_ids.size(0) == M, fn, "topk_ids", "of shape [num_tokens = ", M,
-                  ", top_k], got ", topk_ids.sizes());
+                  ", top_k], got ", dims(topk_ids.sizes()));
   const int top_k = to_int(topk_ids.size(1), fn, "topk_ids.size(1) (top_k)");
   const int E = to_int(num_experts, fn, "num_experts");
   const int32_t* map_ptr = nullptr;
@@ -134,7 +134,7 @@ namespace {
 // x [R, 2N] of the gated activation: returns N.
 int64_t gated_half(const Tensor& x, const char* fn) {
   I8H_TORCH_CHECK(x.size(1) % 2 == 0, fn, "x", "of shape [rows, 2*N] (an even last dim), got ",
-                  x.sizes());
+                  dims(x.sizes()));
   return x.size(1) / 2;
 }
 }  // namespace

@@ -74,15 +74,16 @@ Tensor moe_forward(const Tensor& hidden, const Tensor& topk_ids, const Tensor& t
   check_input(topk_weights, hidden, 2, at::kFloat, fn, "topk_weights");
   const int64_t M = hidden.size(0), K = hidden.size(1);
   I8H_TORCH_CHECK(topk_ids.size(0) == M, fn, "topk_ids", "of shape [num_tokens = ", M,
-                  ", top_k], got ", topk_ids.sizes());
+                  ", top_k], got ", dims(topk_ids.sizes()));
   I8H_TORCH_CHECK(topk_weights.sizes() == topk_ids.sizes(), fn, "topk_weights",
-                  "of the shape of topk_ids ", topk_ids.sizes(), ", got ", topk_weights.sizes());
+                  "of the shape of topk_ids ", dims(topk_ids.sizes()), ", got ",
+                  dims(topk_weights.sizes()));
   const int64_t top_k = topk_ids.size(1);
 
   check_input(w13_q, hidden, 3, at::kChar, fn, "w13_q");
   const int64_t E_local = w13_q.size(0);
   I8H_TORCH_CHECK(w13_q.size(1) % 2 == 0 && w13_q.size(2) == K, fn, "w13_q",
-                  "of shape [E_local, 2*N, K = ", K, "], got ", w13_q.sizes());
+                  "of shape [E_local, 2*N, K = ", K, "], got ", dims(w13_q.sizes()));
   const int64_t N = w13_q.size(1) / 2;
   check_input(w2_q, hidden, 3, at::kChar, fn, "w2_q");
   check_shape(w2_q, {E_local, K, N}, fn, "w2_q");

@@ -28,6 +28,20 @@ namespace int8_hybrid_moe::torch_ext {
     }                                                                                              \
   } while (0)
 
+// Shapes and strides in messages, formatted here ("[2, 32, 3]") rather than through c10's
+// ArrayRef stream operator, so the error path depends only on the standard library.
+struct Dims {
+  std::string text;
+};
+inline Dims dims(at::IntArrayRef d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return Dims{s + "]"};
+}
+inline std::ostream& operator<<(std::ostream& os, const Dims& d) {
+  return os << d.text;
+}
+
 // Runs a call into the C++ API and rethrows its exceptions as c10 errors with the message intact.
 template <typename Fn>
 void call_api(Fn&& fn) {
@@ -53,7 +67,7 @@ inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const 
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* fn, const char* arg) {
   I8H_TORCH_CHECK(t.dim() == dim, fn, arg, "a ", dim, "-D tensor, got ", t.dim(), "-D with shape ",
-                  t.sizes());
+                  dims(t.sizes()));
 }
 
 inline void check_dtype(const at::Tensor& t, at::ScalarType st, const char* fn, const char* arg) {
@@ -61,14 +75,14 @@ inline void check_dtype(const at::Tensor& t, at::ScalarType st, const char* fn, 
 }
 
 inline void check_contiguous(const at::Tensor& t, const char* fn, const char* arg) {
-  I8H_TORCH_CHECK(t.is_contiguous(), fn, arg, "contiguous, got strides ", t.strides(),
-                  " for shape ", t.sizes());
+  I8H_TORCH_CHECK(t.is_contiguous(), fn, arg, "contiguous, got strides ", dims(t.strides()),
+                  " for shape ", dims(t.sizes()));
 }
 
 inline void check_shape(const at::Tensor& t, const std::vector<int64_t>& shape, const char* fn,
                         const char* arg) {
-  I8H_TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), fn, arg, "of shape ", at::IntArrayRef(shape),
-                  ", got ", t.sizes());
+  I8H_TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), fn, arg, "of shape ",
+                  dims(at::IntArrayRef(shape)), ", got ", dims(t.sizes()));
 }
 
 // Full check of one input: CUDA, same device as `ref`, rank, dtype, contiguity.
@@ -106,7 +120,7 @@ inline const int64_t* num_valid_rows_ptr(const std::optional<at::Tensor>& t, con
   check_same_device(*t, ref, fn, "num_valid_rows");
   check_dtype(*t, at::kLong, fn, "num_valid_rows");
   I8H_TORCH_CHECK(t->numel() >= 1, fn, "num_valid_rows", "a tensor with at least one element, got ",
-                  t->sizes());
+                  dims(t->sizes()));
   return t->data_ptr<int64_t>();
 }
 
