@@ -228,7 +228,8 @@ TEST(KernelRouting, PermuteThenQuantizeEqualsFused) {
     p.num_experts = E;
     p.num_local_experts = E_local;
     const int64_t n = M * top_k;
-    DeviceBuffer<int32_t> d_ids(ids), d_map(map), p2ts(static_cast<size_t>(n)), ts2p(static_cast<size_t>(n));
+    DeviceBuffer<int32_t> d_ids(ids), d_map(map), p2ts(static_cast<size_t>(n)),
+        ts2p(static_cast<size_t>(n));
     DeviceBuffer<int64_t> offsets(static_cast<size_t>(E_local) + 1);
     DeviceBuffer<uint16_t> hidden(h), gathered(static_cast<size_t>(n * K));
     PermuteOutputs out;
