@@ -7,35 +7,13 @@
 #include <string>
 
 #include "int8_hybrid_moe/gemm.h"
+#include "cpp/cpu_test_util.h"
 
 namespace {
 
 using namespace int8_hybrid_moe;
-
-template <typename T = void>
-T* fake(uintptr_t slot) {
-  return reinterpret_cast<T*>(uintptr_t(0x10000) + slot * 0x1000);
-}
-template <typename T = void>
-T* off_by(uintptr_t slot, uintptr_t bytes) {
-  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(fake<char>(slot)) + bytes);
-}
-
-// Expects InvalidArgument whose message names `fn` and the argument 'arg' and `text`.
-#define EXPECT_BAD_ARG(call, fn, arg, text)                                            \
-  do {                                                                                 \
-    try {                                                                              \
-      call;                                                                            \
-      ADD_FAILURE() << #call << ": no exception, expected one naming '" << arg << "'"; \
-    } catch (const InvalidArgument& e) {                                               \
-      const std::string msg = e.what();                                                \
-      EXPECT_NE(msg.find(fn), std::string::npos) << msg;                               \
-      EXPECT_NE(msg.find(std::string("'") + arg + "'"), std::string::npos) << msg;     \
-      EXPECT_NE(msg.find(text), std::string::npos) << msg;                             \
-    } catch (const std::exception& e) {                                                \
-      ADD_FAILURE() << #call << ": wrong exception type: " << e.what();                \
-    }                                                                                  \
-  } while (0)
+using i8h_cpu_test::fake;
+using i8h_cpu_test::off_by;
 
 constexpr const char* kPT = "int8_grouped_gemm";
 constexpr const char* kHY = "int8_hybrid_grouped_gemm";

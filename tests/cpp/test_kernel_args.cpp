@@ -8,35 +8,13 @@
 #include <string>
 
 #include "int8_hybrid_moe/kernels.h"
+#include "cpp/cpu_test_util.h"
 
 namespace {
 
 using namespace int8_hybrid_moe;
-
-// Fake, 256-byte aligned "device" pointers.
-template <typename T = void>
-T* fake(uintptr_t slot) {
-  return reinterpret_cast<T*>(uintptr_t(0x10000) + slot * 0x1000);
-}
-template <typename T = void>
-T* misaligned(uintptr_t slot) {
-  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(fake<char>(slot)) + 2);
-}
-
-// Expects InvalidArgument whose message names `fn` and the argument 'arg'.
-#define EXPECT_BAD_ARG(call, fn, arg)                                                  \
-  do {                                                                                 \
-    try {                                                                              \
-      call;                                                                            \
-      ADD_FAILURE() << #call << ": no exception, expected one naming '" << arg << "'"; \
-    } catch (const InvalidArgument& e) {                                               \
-      const std::string msg = e.what();                                                \
-      EXPECT_NE(msg.find(fn), std::string::npos) << msg;                               \
-      EXPECT_NE(msg.find(std::string("'") + arg + "'"), std::string::npos) << msg;     \
-    } catch (const std::exception& e) {                                                \
-      ADD_FAILURE() << #call << ": wrong exception type: " << e.what();                \
-    }                                                                                  \
-  } while (0)
+using i8h_cpu_test::fake;
+using i8h_cpu_test::misaligned;
 
 const DType kBad = static_cast<DType>(7);
 const DType kBf = DType::kBFloat16;

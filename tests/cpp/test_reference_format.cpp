@@ -13,6 +13,7 @@
 
 #include "int8_hybrid_moe/format.h"
 #include "int8_hybrid_moe/reference.h"
+#include "cpp/cpu_test_util.h"
 
 namespace i8h = int8_hybrid_moe;
 namespace ref = int8_hybrid_moe::ref;
@@ -21,16 +22,7 @@ using i8h::HybridFormat;
 
 namespace {
 
-uint64_t base_seed() {
-  static const uint64_t seed = [] {
-    if (const char* s = std::getenv("I8H_TEST_SEED")) return uint64_t(std::strtoull(s, nullptr, 0));
-    return (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
-  }();
-  return seed;
-}
-
-#define I8H_SEED_TRACE() \
-  SCOPED_TRACE(::testing::Message() << "I8H_TEST_SEED=" << base_seed() << " reproduces this")
+using i8h_cpu_test::base_seed;
 
 uint32_t bits_of(float f) {
   uint32_t u;
