@@ -5,6 +5,7 @@
 #
 #   scripts/gpu_check.sh [steps...]     steps: build test bench profile sanitize (default: all,
 #                                       in that order; sanitizers last, they are the slowest)
+#                                       pytest: only the Python tests, verbose (after a build)
 #
 # Env: INT8HYBRID_CUDA_ARCHS (default 90), BUILD_DIR (default build), OUT (logs and JSON go there
 # when set), JOBS (default nproc).
@@ -40,6 +41,13 @@ if want build || want test; then
   py_line="$(grep -E '^[0-9]+ (passed|failed)|[0-9]+ passed|[0-9]+ failed|no tests ran' "$LOGDIR/tests.log" | tail -1)"
   add "pytest" "${py_line:-no pytest summary}"
   add "tests exit code" "$rc"
+fi
+
+if want pytest; then
+  echo "== Python tests only (verbose) =="
+  INT8_HYBRID_MOE_LIB="$BUILD/libint8_hybrid_moe_ops.so" PYTHONFAULTHANDLER=1 \
+    python3 -m pytest "$ROOT/tests/python" -v -rs 2>&1 | tee "$LOGDIR/pytest.log"
+  add "pytest (verbose)" "exit ${PIPESTATUS[0]}: $(grep -E '[0-9]+ (passed|failed)' "$LOGDIR/pytest.log" | tail -1)"
 fi
 
 if want bench; then
