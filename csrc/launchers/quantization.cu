@@ -200,6 +200,25 @@ void check_rows(int64_t R, const char* fn, const char* arg) {
   I8H_CHECK_ARG(R >= 0, fn, arg, ">= 0", R);
 }
 
+// The bf16/fp16 source of a row kernel: non-null and aligned for its 16-byte loads.
+void check_source(const void* x, const char* fn, const char* arg) {
+  I8H_CHECK_NOT_NULL(x, fn, arg);
+  check_aligned(x, fn, arg);
+}
+
+// `rows` source rows of `cols` quantized elements each: plain rows of `cols` values, or (SiLU)
+// rows holding the gate half then the up half, `cols` values each.
+RowQuantParams row_source(const void* x, int64_t rows, int64_t cols, bool silu,
+                          const int64_t* num_valid_rows) {
+  RowQuantParams p;
+  p.x = static_cast<const uint16_t*>(x);
+  p.x_row_stride = silu ? 2 * cols : cols;
+  p.up_offset = silu ? cols : 0;
+  p.num_rows = rows;
+  p.num_valid_rows = num_valid_rows;
+  return p;
+}
+
 }  // namespace
 
 void quantize_rows_hybrid(const void* x, DType dtype, int64_t R, int64_t K, const HybridFormat& fmt,
@@ -211,14 +230,9 @@ void quantize_rows_hybrid(const void* x, DType dtype, int64_t R, int64_t K, cons
   check_rows(R, fn, "R");
   check_k(K, fn, "K");
   if (R == 0) return;
-  I8H_CHECK_NOT_NULL(x, fn, "x");
-  check_aligned(x, fn, "x");
+  check_source(x, fn, "x");
   check_hybrid_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(x);
-  p.x_row_stride = K;
-  p.num_rows = R;
-  p.num_valid_rows = num_valid_rows;
+  RowQuantParams p = row_source(x, R, K, /*silu=*/false, num_valid_rows);
   set_hybrid(p, K, fmt, out);
   launch_rows<false, true>(dtype, p, stream);
 }
@@ -231,14 +245,9 @@ void quantize_rows_per_token(const void* x, DType dtype, int64_t R, int64_t K,
   check_rows(R, fn, "R");
   check_k(K, fn, "K");
   if (R == 0) return;
-  I8H_CHECK_NOT_NULL(x, fn, "x");
-  check_aligned(x, fn, "x");
+  check_source(x, fn, "x");
   check_per_token_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(x);
-  p.x_row_stride = K;
-  p.num_rows = R;
-  p.num_valid_rows = num_valid_rows;
+  RowQuantParams p = row_source(x, R, K, /*silu=*/false, num_valid_rows);
   set_per_token(p, K, out);
   launch_rows<false, false>(dtype, p, stream);
 }
@@ -252,8 +261,7 @@ void check_permute_args(const void* hidden, const int32_t* tsp, int64_t M, int t
                 "at most 2^31 - 1 (int32 row indices)", M * top_k);
   check_k(K, fn, "K");
   if (M == 0) return;
-  I8H_CHECK_NOT_NULL(hidden, fn, "hidden");
-  check_aligned(hidden, fn, "hidden");
+  check_source(hidden, fn, "hidden");
   I8H_CHECK_NOT_NULL(tsp, fn, "token_slot_to_permuted");
 }
 }  // namespace
@@ -267,10 +275,7 @@ void permute_quantize_hybrid(const void* hidden, DType dtype, const int32_t* tok
   check_permute_args(hidden, token_slot_to_permuted, num_tokens, top_k, K, fn);
   if (num_tokens == 0) return;
   check_hybrid_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(hidden);
-  p.x_row_stride = K;
-  p.num_rows = num_tokens;
+  RowQuantParams p = row_source(hidden, num_tokens, K, /*silu=*/false, nullptr);
   p.dest_map = token_slot_to_permuted;
   p.fanout = top_k;
   set_hybrid(p, K, fmt, out);
@@ -286,10 +291,7 @@ void permute_quantize_per_token(const void* hidden, DType dtype,
   check_permute_args(hidden, token_slot_to_permuted, num_tokens, top_k, K, fn);
   if (num_tokens == 0) return;
   check_per_token_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(hidden);
-  p.x_row_stride = K;
-  p.num_rows = num_tokens;
+  RowQuantParams p = row_source(hidden, num_tokens, K, /*silu=*/false, nullptr);
   p.dest_map = token_slot_to_permuted;
   p.fanout = top_k;
   set_per_token(p, K, out);
@@ -305,15 +307,9 @@ void silu_and_mul_quantize_hybrid(const void* x, DType dtype, int64_t R, int64_t
   check_rows(R, fn, "R");
   check_k(N, fn, "N");
   if (R == 0) return;
-  I8H_CHECK_NOT_NULL(x, fn, "x");
-  check_aligned(x, fn, "x");
+  check_source(x, fn, "x");
   check_hybrid_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(x);
-  p.x_row_stride = 2 * N;
-  p.up_offset = N;
-  p.num_rows = R;
-  p.num_valid_rows = num_valid_rows;
+  RowQuantParams p = row_source(x, R, N, /*silu=*/true, num_valid_rows);
   set_hybrid(p, N, fmt, out);
   launch_rows<true, true>(dtype, p, stream);
 }
@@ -326,15 +322,9 @@ void silu_and_mul_quantize_per_token(const void* x, DType dtype, int64_t R, int6
   check_rows(R, fn, "R");
   check_k(N, fn, "N");
   if (R == 0) return;
-  I8H_CHECK_NOT_NULL(x, fn, "x");
-  check_aligned(x, fn, "x");
+  check_source(x, fn, "x");
   check_per_token_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(x);
-  p.x_row_stride = 2 * N;
-  p.up_offset = N;
-  p.num_rows = R;
-  p.num_valid_rows = num_valid_rows;
+  RowQuantParams p = row_source(x, R, N, /*silu=*/true, num_valid_rows);
   set_per_token(p, N, out);
   launch_rows<true, false>(dtype, p, stream);
 }
@@ -348,13 +338,9 @@ void quantize_weights_hybrid(const void* w, DType dtype, int64_t E, int64_t N, i
   I8H_CHECK_ARG(E >= 1, fn, "E", ">= 1", E);
   I8H_CHECK_ARG(N >= 1, fn, "N", ">= 1", N);
   check_k(K, fn, "K");
-  I8H_CHECK_NOT_NULL(w, fn, "w");
-  check_aligned(w, fn, "w");
+  check_source(w, fn, "w");
   check_hybrid_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(w);
-  p.x_row_stride = K;
-  p.num_rows = E * N;
+  RowQuantParams p = row_source(w, E * N, K, /*silu=*/false, nullptr);
   set_hybrid(p, K, fmt, out);
   launch_rows<false, true>(dtype, p, stream);
 }
@@ -366,13 +352,9 @@ void quantize_weights_per_channel(const void* w, DType dtype, int64_t E, int64_t
   I8H_CHECK_ARG(E >= 1, fn, "E", ">= 1", E);
   I8H_CHECK_ARG(N >= 1, fn, "N", ">= 1", N);
   check_k(K, fn, "K");
-  I8H_CHECK_NOT_NULL(w, fn, "w");
-  check_aligned(w, fn, "w");
+  check_source(w, fn, "w");
   check_per_token_out(out, fn);
-  RowQuantParams p;
-  p.x = static_cast<const uint16_t*>(w);
-  p.x_row_stride = K;
-  p.num_rows = E * N;
+  RowQuantParams p = row_source(w, E * N, K, /*silu=*/false, nullptr);
   set_per_token(p, K, out);
   launch_rows<false, false>(dtype, p, stream);
 }
