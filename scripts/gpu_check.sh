@@ -56,6 +56,9 @@ if want bench; then
   add "bench_kernels exit" "${PIPESTATUS[0]}"
   "$BUILD/bench_gemm" --json "$LOGDIR/bench_gemm.json" 2>&1 | tee -a "$LOGDIR/bench.log"
   add "bench_gemm exit" "${PIPESTATUS[0]}"
+  # Decode-sized load (64 tokens: ~2 rows per expert) for the tile heuristic.
+  "$BUILD/bench_gemm" --num-tokens 64 --json "$LOGDIR/bench_gemm_decode.json" 2>&1 | tee -a "$LOGDIR/bench.log"
+  add "bench_gemm (decode, M=64) exit" "${PIPESTATUS[0]}"
   "$BUILD/bench_int8_hybrid_moe" --json "$LOGDIR/bench_moe.json" 2>&1 | tee -a "$LOGDIR/bench.log"
   add "bench_int8_hybrid_moe exit" "${PIPESTATUS[0]}"
   INT8_HYBRID_MOE_LIB="$BUILD/libint8_hybrid_moe_ops.so" python3 "$ROOT/bench_int8_hybrid_moe.py" \

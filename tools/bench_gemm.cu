@@ -192,7 +192,9 @@ int main(int argc, char** argv) {
     const GroupedGemmShape shape{R, N, K, E};
     const double ops = 2.0 * R * N * K;
 
-    for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128}) {
+    for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128,
+                       GemmTile::kSm90_128x128}) {
+      if (t == GemmTile::kSm90_128x128 && !gemm_sm90_available()) continue;
       PerTokenGemmArgs pa;
       pa.A = A;
       pa.scale_a = SA;
@@ -219,7 +221,8 @@ int main(int argc, char** argv) {
       const float hms =
           median_ms([&] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); },
                     warmup, iters);
-      const GemmTile used_h = t == GemmTile::kAuto ? select_gemm_tile(shape, true) : t;
+      const GemmTile used_h =
+          t == GemmTile::kAuto ? select_gemm_tile(shape, true, fmt.block_size) : t;
       rows.push_back({g.name, "hybrid",
                       std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used_h), R,
                       N, K, hms, ops / (hms * 1e-3) / 1e12});
@@ -251,18 +254,23 @@ int main(int argc, char** argv) {
 
   std::printf(
       "\nbench_gemm on %s (SM%d%d, %d SMs); M=%lld top_k=%d E=%d: R=%lld rows, "
-      "uniform routing; SM80 mma.sync kernels (no wgmma)\n",
+      "uniform routing; sm90_* = wgmma/TMA kernel, other tiles = SM80 mma.sync kernels\n",
       prop.name, prop.major, prop.minor, prop.multiProcessorCount, (long long)M, top_k, E,
       (long long)R);
-  std::printf("%-6s %-18s %-12s %7s %7s %7s %10s %8s %10s\n", "gemm", "kind", "tile", "R", "N", "K",
-              "ms", "TOPS", "vs cuBLAS");
+  std::printf("%-6s %-18s %-18s %7s %7s %7s %10s %8s %10s %12s\n", "gemm", "kind", "tile", "R", "N",
+              "K", "ms", "TOPS", "vs cuBLAS", "/ per-token");
   for (const Row& r : rows) {
-    double dense = 0;
-    for (const Row& q : rows)
+    double dense = 0, per_token = 0;  // baselines of the same GEMM (per-token: same tile)
+    for (const Row& q : rows) {
       if (q.gemm == r.gemm && q.kind == "cublas-dense-int8") dense = q.ms;
-    std::printf("%-6s %-18s %-12s %7lld %7lld %7lld %10.4f %8.1f %9.2fx\n", r.gemm.c_str(),
+      if (q.gemm == r.gemm && q.kind == "per-token" && q.tile == r.tile) per_token = q.ms;
+    }
+    std::printf("%-6s %-18s %-18s %7lld %7lld %7lld %10.4f %8.1f %9.2fx", r.gemm.c_str(),
                 r.kind.c_str(), r.tile.c_str(), (long long)r.R, (long long)r.N, (long long)r.K,
                 r.ms, r.tops, dense / r.ms);
+    if (r.kind == "hybrid" && per_token > 0)
+      std::printf(" %11.2fx", r.ms / per_token);
+    std::printf("\n");
   }
   if (!json.empty()) {
     FILE* f = std::fopen(json.c_str(), "w");

@@ -15,6 +15,11 @@ namespace int8_hybrid_moe::detail {
 
 // Multiprocessor count of the current device (cached per device): sizes persistent grids.
 int current_device_sm_count();
+// Compute capability of the current device as 10 * major + minor (cached per device).
+int current_device_cc();
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and device (it is a per-device
+// attribute of the function; calling it on every launch would put it on the hot path).
+void set_max_dynamic_smem_once(const void* kernel, int bytes);
 
 }  // namespace int8_hybrid_moe::detail
 

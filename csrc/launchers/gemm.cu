@@ -2,6 +2,10 @@
 // scheduling of the per-expert tiles, then the kernel. The kernels live in kernels/gemm/.
 #include <cstring>
 
+#ifndef I8H_WITH_SM90
+#define I8H_WITH_SM90 0
+#endif
+
 #include "int8_hybrid_moe/gemm.h"
 #include "kernels/gemm/grouped_gemm_sm80.cuh"
 #include "kernels/gemm/group_tiles.cuh"
@@ -20,20 +24,44 @@ const char* gemm_tile_name(GemmTile t) {
       return "128x64";
     case GemmTile::k128x128:
       return "128x128";
+    case GemmTile::kSm90_128x128:
+      return "sm90_128x128";
   }
   return "invalid";
 }
 
-// Heuristic (docs/PERF.md, measured on H100 at the default MoE shape, mean 256 rows/expert):
+bool gemm_sm90_available() {
+#if I8H_WITH_SM90
+  return detail::current_device_cc() == 90;
+#else
+  return false;
+#endif
+}
+
+// Heuristic (docs/PERF.md):
+// - the SM90 kernel (wgmma, TMA) wherever it runs: on H100 / H200 it is faster than every SM80
+//   tile at every measured load (docs/PERF.md, v5);
+// SM80 tiles (measured on H100 at the default MoE shape, mean 256 rows/expert):
 // - hybrid: 64x64 tiles (4 warps, two CTAs per SM) beat 128x64 on both MoE GEMMs (1.37 vs 1.50 ms
 //   and 1.06 vs 1.08 ms); 128x64 is kept for very large experts, where a 64-row tile re-reads
 //   the weights twice as often.
 // - per-token: 128x128 (64x64 warp tiles) for large experts, 64x64 when experts are small
 //   (decode: a 128-row tile would be mostly padding).
-GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid) {
+GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
+  if (gemm_sm90_available() && (!hybrid || block_size % 128 == 0)) return GemmTile::kSm90_128x128;
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
   if (hybrid) return mean_rows < 1024 ? GemmTile::k64x64 : GemmTile::k128x64;
   return mean_rows < 96 ? GemmTile::k64x64 : GemmTile::k128x128;
+}
+
+void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn, const char* arg) {
+  I8H_CHECK_ARG(static_cast<int>(t) >= 0 && t <= kLastGemmTile, fn, arg, "a GemmTile value",
+                static_cast<int>(t));
+  if (!hybrid) return;
+  I8H_CHECK_ARG(t != GemmTile::k128x128, fn, arg,
+                "64x64, 128x64 or sm90_128x128 for the hybrid GEMM", gemm_tile_name(t));
+  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || block_size % 128 == 0, fn, "block_size (B)",
+                "a multiple of 128 for the sm90_128x128 tile (its K tile)", block_size);
 }
 
 size_t grouped_gemm_workspace_size(int num_experts) {
@@ -66,11 +94,16 @@ void check_int8_operand(const int8_t* p, const char* fn, const char* name) {
                 "16-byte aligned (cp.async loads 16 bytes)", "a misaligned pointer");
 }
 
-GemmTile resolve_tile(GemmTile tile, const GroupedGemmShape& s, bool hybrid, const char* fn) {
-  I8H_CHECK_ARG(tile == GemmTile::kAuto || tile == GemmTile::k64x64 || tile == GemmTile::k128x64 ||
-                    tile == GemmTile::k128x128,
-                fn, "tile", "a GemmTile value", static_cast<int>(tile));
-  return tile == GemmTile::kAuto ? select_gemm_tile(s, hybrid) : tile;
+// The concrete tile (kAuto resolved on the current device); a forced SM90 tile must be runnable.
+GemmTile resolve_tile(GemmTile tile, const GroupedGemmShape& s, bool hybrid, int block_size,
+                      const char* fn) {
+  if (tile == GemmTile::kAuto) return select_gemm_tile(s, hybrid, block_size);
+  if (tile == GemmTile::kSm90_128x128)
+    I8H_CHECK_ARG(gemm_sm90_available(), fn, "tile",
+                  "sm90_128x128 only on a compute capability 9.0 GPU with a build for arch 90",
+                  detail::concat("sm90_128x128 on compute capability ", detail::current_device_cc(),
+                                 I8H_WITH_SM90 ? "" : " (this build has no arch 90)"));
+  return tile;
 }
 
 // Per-expert M-tile offsets on the device; returns the grid's upper bound of M-tiles, which
@@ -82,6 +115,19 @@ int64_t schedule_tiles(const GroupedGemmShape& s, const int64_t* expert_offsets,
       <<<1, kScanThreads, 0, stream>>>(expert_offsets, s.num_experts, s.R, block_m, tile_offsets);
   I8H_CHECK_LAUNCH("compute_group_tile_offsets");
   return s.R / block_m + s.num_experts;
+}
+
+void launch_sm90(bool hybrid, DType out, gemm::GroupedGemmParams& p, int64_t max_m_tiles,
+                 cudaStream_t stream) {
+#if I8H_WITH_SM90
+  if (hybrid)
+    gemm::launch_hybrid_gemm_sm90(out, p, max_m_tiles, stream);
+  else
+    gemm::launch_per_token_gemm_sm90(out, p, max_m_tiles, stream);
+#else
+  (void)hybrid, (void)out, (void)p, (void)max_m_tiles, (void)stream;
+  throw CudaError("grouped GEMM: the SM90 kernels are not in this build");  // resolve_tile prevents it
+#endif
 }
 
 gemm::GroupedGemmParams base_params(const GroupedGemmShape& s, const int8_t* A, const int8_t* B,
@@ -113,8 +159,9 @@ void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& a,
   I8H_CHECK_NOT_NULL(a.scale_a, fn, "scale_a");
   I8H_CHECK_NOT_NULL(a.scale_b, fn, "scale_b");
   validate_dtype(a.out_dtype, fn, "out_dtype");
-  const GemmTile t = resolve_tile(tile, shape, /*hybrid=*/false, fn);
+  validate_gemm_tile(tile, /*hybrid=*/false, 0, fn, "tile");
   if (shape.R == 0) return;
+  const GemmTile t = resolve_tile(tile, shape, /*hybrid=*/false, 0, fn);
 
   gemm::GroupedGemmParams p = base_params(shape, a.A, a.B, a.C, a.expert_offsets, workspace);
   p.scale_a = a.scale_a;
@@ -123,7 +170,10 @@ void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& a,
   p.scale_b_per_channel = a.scale_b_per_channel;
   const int64_t max_m_tiles =
       schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
-  gemm::launch_per_token_gemm(t, a.out_dtype, p, max_m_tiles, stream);
+  if (t == GemmTile::kSm90_128x128)
+    launch_sm90(/*hybrid=*/false, a.out_dtype, p, max_m_tiles, stream);
+  else
+    gemm::launch_per_token_gemm(t, a.out_dtype, p, max_m_tiles, stream);
 }
 
 void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat& fmt,
@@ -142,10 +192,9 @@ void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat&
   I8H_CHECK_NOT_NULL(a.QB, fn, "QB");
   I8H_CHECK_NOT_NULL(a.FB, fn, "FB");
   validate_dtype(a.out_dtype, fn, "out_dtype");
-  const GemmTile t = resolve_tile(tile, shape, /*hybrid=*/true, fn);
-  I8H_CHECK_ARG(t != GemmTile::k128x128, fn, "tile", "64x64 or 128x64 for the hybrid GEMM",
-                gemm_tile_name(t));
+  validate_gemm_tile(tile, /*hybrid=*/true, fmt.block_size, fn, "tile");
   if (shape.R == 0) return;
+  const GemmTile t = resolve_tile(tile, shape, /*hybrid=*/true, fmt.block_size, fn);
 
   gemm::GroupedGemmParams p = base_params(shape, a.A, a.B, a.C, a.expert_offsets, workspace);
   p.QA = a.QA;
@@ -154,13 +203,15 @@ void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat&
   p.FB = a.FB;
   p.nb = static_cast<int>(num_blocks(shape.K, fmt));
   p.ng = static_cast<int>(num_groups(shape.K, fmt));
-  const int bk = fmt.block_size % 128 == 0 ? 128 : 64;
+  const int bk = fmt.block_size % 128 == 0 ? 128 : 64;  // the SM90 tile's is always 128
   p.k_tiles_per_block = fmt.block_size / bk;
   p.blocks_per_group = fmt.super_group;
   p.flush_period = static_cast<int>(int32_blocks_per_flush(fmt));
   const int64_t max_m_tiles =
       schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
-  if (a.out_dtype == DType::kBFloat16)
+  if (t == GemmTile::kSm90_128x128)
+    launch_sm90(/*hybrid=*/true, a.out_dtype, p, max_m_tiles, stream);
+  else if (a.out_dtype == DType::kBFloat16)
     gemm::launch_hybrid_gemm_bf16(t, bk, p, max_m_tiles, stream);
   else
     gemm::launch_hybrid_gemm_fp16(t, bk, p, max_m_tiles, stream);

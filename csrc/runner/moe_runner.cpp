@@ -39,10 +39,13 @@ bool option_switch(int value, const char* field, const char* env, bool default_v
   return value == 1;
 }
 
-void validate_tile(GemmTile t, const char* fn, const char* arg) {
-  const int v = static_cast<int>(t);
-  I8H_CHECK_ARG(v >= static_cast<int>(GemmTile::kAuto) && v <= static_cast<int>(GemmTile::k128x128),
-                fn, arg, "a GemmTile value", v);
+// The GEMM's tile rules (gemm.h), and for a forced SM90 tile that this device runs it: checked
+// here so a bad tile fails before the forward's first launch.
+void validate_tile(GemmTile t, const MoeProblem& p, const char* fn, const char* arg) {
+  validate_gemm_tile(t, p.scheme == QuantScheme::kHybrid, p.format.block_size, fn, arg);
+  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || gemm_sm90_available(), fn, arg,
+                "sm90_128x128 only on a compute capability 9.0 GPU with a build for arch 90",
+                "sm90_128x128 on another device or build");
 }
 
 // Shape and format rules shared by moe_workspace_size and moe_forward.
@@ -228,8 +231,8 @@ void moe_forward(const MoeProblem& p, const MoeOptions& o, const MoeInputs& in, 
   // ---- Validate everything before the first launch (no partial forward on bad input). ----
   validate_problem(p, fn);
   const ResolvedMoeOptions ro = resolve_moe_options(o);
-  validate_tile(o.gemm1_tile, fn, "options.gemm1_tile");
-  validate_tile(o.gemm2_tile, fn, "options.gemm2_tile");
+  validate_tile(o.gemm1_tile, p, fn, "options.gemm1_tile");
+  validate_tile(o.gemm2_tile, p, fn, "options.gemm2_tile");
   I8H_CHECK_NOT_NULL(in.hidden, fn, "in.hidden");
   I8H_CHECK_NOT_NULL(in.topk_ids, fn, "in.topk_ids");
   I8H_CHECK_NOT_NULL(in.topk_weights, fn, "in.topk_weights");

@@ -43,15 +43,23 @@ inline std::ostream& operator<<(std::ostream& os, const Dims& d) {
 }
 
 // Runs a call into the C++ API and rethrows its exceptions as c10 errors with the message intact.
+// The c10 error is thrown after the handler has finished (no throw while an exception is being
+// handled), so the C++ API's exception is fully released first.
 template <typename Fn>
 void call_api(Fn&& fn) {
+  std::string message;
+  bool invalid_argument = false;
   try {
     std::forward<Fn>(fn)();
+    return;
   } catch (const ::int8_hybrid_moe::InvalidArgument& e) {
-    C10_THROW_ERROR(ValueError, e.what());
+    message = e.what();
+    invalid_argument = true;
   } catch (const ::int8_hybrid_moe::CudaError& e) {
-    C10_THROW_ERROR(Error, e.what());
+    message = e.what();
   }
+  if (invalid_argument) C10_THROW_ERROR(ValueError, message);
+  C10_THROW_ERROR(Error, message);
 }
 
 inline void check_cuda(const at::Tensor& t, const char* fn, const char* arg) {

@@ -1,9 +1,10 @@
-// Public C++ API of the INT8 grouped GEMMs over experts (CUTLASS/CuTe SM80 tensor-core kernels,
-// which also run on SM89 and SM90).
+// Public C++ API of the INT8 grouped GEMMs over experts: CuTe SM80 tensor-core kernels (run on
+// SM80, SM89 and SM90) and, on H100 / H200, an SM90 wgmma + TMA kernel.
 //
 // A int8 [R, K] with rows grouped by expert: rows of expert e are
 // [expert_offsets[e], expert_offsets[e+1]) (device int64 [E+1], monotone; experts may be empty;
-// rows at or past expert_offsets[E] are neither read nor written). B int8 [E, N, K] (K
+// rows at or past expert_offsets[E] are never written, and their values never reach an output;
+// the SM90 kernel may read them while loading whole tiles). B int8 [E, N, K] (K
 // contiguous). C [R, N] in bf16 or fp16. Problem sizes are read on the device, so calls are
 // CUDA-graph capturable and need no host round-trip.
 #pragma once
@@ -27,11 +28,24 @@ struct GroupedGemmShape {
 
 // Tile configuration of the grouped GEMMs (threadblock M x N x K). kAuto applies the heuristic of
 // select_gemm_tile() (docs/PERF.md); the others force a config (tests, tuning).
-enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128 };
+//  - k64x64, k128x64, k128x128: SM80 kernels (mma.sync, cp.async), any GPU of SM80 or newer;
+//    k128x128 is per-token only.
+//  - kSm90_128x128: SM90 kernel (wgmma, TMA, warp-specialized, persistent), H100 / H200 only, in
+//    builds whose INT8HYBRID_CUDA_ARCHS include 90; the hybrid scheme needs block_size % 128 == 0.
+enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128, kSm90_128x128 };
+inline constexpr GemmTile kLastGemmTile = GemmTile::kSm90_128x128;  // enum range for checks
 const char* gemm_tile_name(GemmTile t);
-// The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM, from the mean
-// rows per expert R / E, the only load figure the host has without reading expert_offsets.
-GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid);
+// The rules of a requested tile (enum value; hybrid: not 128x128, and 128 | block_size for the SM90
+// tile), shared by the GEMM entry points and the runner, which checks them before its first
+// launch. Needs no GPU: whether an SM90 tile runs on the current device is checked at launch.
+void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn, const char* arg);
+// True when this build has the SM90 kernels and the current device has compute capability 9.0.
+bool gemm_sm90_available();
+// The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current
+// device: the SM90 kernel where it is available (and, hybrid, 128 | block_size), else an SM80
+// tile from the mean rows per expert R / E, the only load figure the host has without reading
+// expert_offsets. Queries the current device.
+GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size = 128);
 
 // Bytes of workspace both grouped GEMMs need (per-expert tile offsets).
 size_t grouped_gemm_workspace_size(int num_experts);

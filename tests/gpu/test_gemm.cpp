@@ -224,7 +224,8 @@ TEST(HybridGroupedGemm, EmptySingleRowAndUnevenExperts) {
   c.pb.rows_per_expert = {0, 1, 0, 0, 300, 1, 2, 0, 129, 64, 65, 0};
   c.pb.N = 136;  // not a multiple of the 64-column tile
   c.pb.K = 384;
-  for (GemmTile t : {GemmTile::k64x64, GemmTile::k128x64}) {
+  for (GemmTile t : {GemmTile::k64x64, GemmTile::k128x64, GemmTile::kSm90_128x128}) {
+    if (t == GemmTile::kSm90_128x128 && !gemm_sm90_available()) continue;
     c.tile = t;
     run_hybrid_case(c);
   }
@@ -386,7 +387,9 @@ TEST(PerTokenGroupedGemm, MoeShapesAllTilesBothDtypes) {
   I8H_REQUIRE_GPU();
   std::mt19937_64 rng(i8h_test::fresh_seed());
   for (DType out : {DType::kBFloat16, DType::kFloat16})
-    for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128}) {
+    for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128,
+                       GemmTile::kSm90_128x128}) {
+      if (t == GemmTile::kSm90_128x128 && !gemm_sm90_available()) continue;
       PerTokenCase c;
       std::poisson_distribution<int64_t> rows(50);
       for (int e = 0; e < 16; ++e) c.pb.rows_per_expert.push_back(e % 5 == 0 ? 0 : rows(rng));

@@ -22,11 +22,9 @@
 
 #include <cstdint>
 
-#include "kernels/gemm/group_tiles.cuh"
+#include "kernels/gemm/grouped_gemm_common.cuh"
 
 namespace int8_hybrid_moe::gemm {
-
-enum class Scheme : int { kPerToken = 0, kHybrid = 1 };
 
 // Threadblock tile BM x BN x BK, WM x WN warps (each warp owns a 32 x 32 or 32 x 64 sub-tile),
 // `Stages` shared-memory buffers in flight.
@@ -67,100 +65,6 @@ struct TileConfig {
   static constexpr int kSmemBytes = Stages * (kTileBytes + kScaleBytes);
 };
 
-struct GroupedGemmParams {
-  const int8_t* A;                // [R, K]
-  const int8_t* B;                // [E, N, K]
-  void* C;                        // [R, N]
-  const int64_t* expert_offsets;  // [E + 1]
-  const int* tile_offsets;        // [E + 1] from compute_group_tile_offsets
-  int64_t R, N, K;
-  int num_experts;
-  int n_tiles;
-  // kPerToken
-  const float* scale_a;  // [R] or [1]
-  const float* scale_b;  // [E, N] or [E]
-  bool scale_a_per_row, scale_b_per_channel;
-  // kHybrid
-  const int32_t* QA;  // [R, nb]
-  const int32_t* QB;  // [E, N, nb]
-  const float* FA;    // [R, ng]
-  const float* FB;    // [E, N, ng]
-  int nb, ng;
-  int k_tiles_per_block;  // block_size / BK
-  int blocks_per_group;   // S
-  int flush_period;       // int32_blocks_per_flush(fmt), 0 = fp32 per block
-};
-
-namespace detail {
-
-__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool pred) {
-  const uint32_t s = cute::cast_smem_ptr_to_uint(smem);
-  const int n = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_4_zfill(void* smem, const void* gmem, bool pred) {
-  const uint32_t s = cute::cast_smem_ptr_to_uint(smem);
-  const int n = pred ? 4 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-template <typename Out>
-__device__ __forceinline__ Out to_out(float v);
-template <>
-__device__ __forceinline__ __nv_bfloat16 to_out<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ __half to_out<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <typename Out>
-struct Pair;
-template <>
-struct Pair<__nv_bfloat16> {
-  using type = __nv_bfloat162;
-};
-template <>
-struct Pair<__half> {
-  using type = __half2;
-};
-
-}  // namespace detail
-
-// Position of a K-block inside its super group and int32 chunk, advanced block by block so the
-// main loop needs no integer division.
-struct BlockCursor {
-  int b = 0;         // K-block index
-  int g = 0;         // super group of b
-  int in_group = 0;  // b's index inside its group
-  int in_chunk = 0;  // blocks already summed in int32 since the last flush
-  // Does block b end an int32 chunk (flush into fp32)? Chunks restart at each super group so
-  // every flushed sum shares one FA*FB; flush_period == 0 flushes (in fp32) every block.
-  __device__ __forceinline__ bool flush(const GroupedGemmParams& p) const {
-    return p.flush_period == 0 || in_chunk + 1 == p.flush_period ||
-           in_group + 1 == p.blocks_per_group || b + 1 == p.nb;
-  }
-  __device__ __forceinline__ void next(const GroupedGemmParams& p) {
-    const bool f = flush(p);
-    ++b;
-    if (in_group + 1 == p.blocks_per_group) {
-      in_group = 0;
-      ++g;
-      in_chunk = 0;
-    } else {
-      ++in_group;
-      in_chunk = f ? 0 : in_chunk + 1;
-    }
-  }
-};
-
 // The hybrid kernel keeps three accumulator sets (block sum, int32 chunk, fp32 total) plus the
 // scales and needs ~240 registers (capping it at 168 for 3 CTAs/SM spilled 1 KB: PERF.md); the
 // per-token kernel fits two CTAs per SM.
@@ -173,16 +77,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   constexpr bool kHybrid = kScheme == Scheme::kHybrid;
 
   // ---- which tile -----------------------------------------------------------------------------
-  const int m_tile = static_cast<int>(blockIdx.x / p.n_tiles);
-  const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
-  const int expert = find_tile_expert(p.tile_offsets, p.num_experts, m_tile);
-  if (expert < 0) return;
-  const int64_t expert_row0 = clamped_offset(p.expert_offsets, expert, p.R);
-  const int64_t expert_row1 = clamped_offset(p.expert_offsets, expert + 1, p.R);
-  const int64_t row0 = expert_row0 + int64_t(m_tile - p.tile_offsets[expert]) * BM;
-  const int rows_valid = static_cast<int>(min<int64_t>(BM, expert_row1 - row0));
-  const int64_t n0 = int64_t(n_tile) * BN;
-  const int cols_valid = static_cast<int>(min<int64_t>(BN, p.N - n0));
+  const TileCoord tc = decode_tile(p, static_cast<int>(blockIdx.x / p.n_tiles),
+                                   static_cast<int>(blockIdx.x % p.n_tiles), BM, BN);
+  if (tc.expert < 0) return;
+  const int expert = tc.expert, rows_valid = tc.rows_valid, cols_valid = tc.cols_valid;
+  const int64_t row0 = tc.row0, n0 = tc.n0;
 
   const int8_t* gA = p.A + row0 * p.K;
   const int8_t* gB = p.B + (int64_t(expert) * p.N + n0) * p.K;

@@ -1,0 +1,90 @@
+// Launchers of the SM90 (wgmma + TMA) grouped GEMMs: tensor maps, the persistent grid, the
+// instantiations. This file is compiled for sm_90a only (CMake: int8_hybrid_moe_sm90); gemm.cu
+// calls it on compute capability 9.0 devices when the build includes 90.
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/gemm/grouped_gemm_sm90.cuh"
+#include "launchers/cuda_check.h"
+#include "launchers/gemm_configs.h"
+
+namespace int8_hybrid_moe::gemm {
+
+namespace {
+
+using Sm90Tile = Sm90TileConfig<5>;  // 5 stages of 32 KiB (+ scales): ~171 KiB of 227
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    I8H_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                                    cudaEnableDefault, &q));
+    if (q != cudaDriverEntryPointSuccess || f == nullptr)
+      throw CudaError("int8_grouped_gemm (SM90): the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// Row-major int8 matrix [rows, K] (K contiguous, K % 16 == 0), loaded in boxes of box_rows x 128
+// bytes with the 128-byte swizzle; out-of-bounds rows and columns read as zero.
+CUtensorMap make_int8_tensor_map(const int8_t* base, int64_t rows, int64_t K, int box_rows) {
+  CUtensorMap m;
+  std::memset(&m, 0, sizeof(m));
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K)};
+  const cuuint32_t box[2] = {128, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(
+      &m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<int8_t*>(base), dims, strides, box,
+      elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw CudaError(::int8_hybrid_moe::detail::concat(
+        "int8_grouped_gemm (SM90): cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r),
+        ") for a [", rows, ", ", K, "] int8 operand"));
+  return m;
+}
+
+template <class Cfg, Scheme kScheme, typename Out>
+void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
+  auto kernel = grouped_gemm_sm90_kernel<Cfg, kScheme, Out>;
+  ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel), Cfg::kSmemBytes);
+  p.n_tiles = static_cast<int>((p.N + Cfg::BN - 1) / Cfg::BN);
+  const int64_t tiles = max_m_tiles * p.n_tiles;
+  I8H_CHECK_ARG(tiles <= 0x7fffffff, "int8_grouped_gemm", "R * N", "small enough for 2^31 tiles",
+                tiles);
+  I8H_CHECK_ARG(int64_t(p.num_experts) * p.N <= 0x7fffffff, "int8_grouped_gemm", "E * N",
+                "below 2^31 (TMA row coordinate of B)", int64_t(p.num_experts) * p.N);
+  if (tiles == 0) return;
+  Sm90GemmParams params;
+  params.p = p;
+  params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::BM);
+  params.tma_b = make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN);
+  const int64_t grid = std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());
+  kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
+  I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
+}
+
+}  // namespace
+
+void launch_per_token_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
+                                cudaStream_t stream) {
+  if (out == DType::kBFloat16)
+    launch_sm90<Sm90Tile, Scheme::kPerToken, __nv_bfloat16>(p, max_m_tiles, stream);
+  else
+    launch_sm90<Sm90Tile, Scheme::kPerToken, __half>(p, max_m_tiles, stream);
+}
+
+void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
+                             cudaStream_t stream) {
+  if (out == DType::kBFloat16)
+    launch_sm90<Sm90Tile, Scheme::kHybrid, __nv_bfloat16>(p, max_m_tiles, stream);
+  else
+    launch_sm90<Sm90Tile, Scheme::kHybrid, __half>(p, max_m_tiles, stream);
+}
+
+}  // namespace int8_hybrid_moe::gemm
