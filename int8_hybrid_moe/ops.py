@@ -119,7 +119,11 @@ def cutlass_int8_grouped(
     out_dtype: torch.dtype,
     tile: int = 0,
 ) -> Tensor:
-    """Per-token x per-channel grouped GEMM; scale_a [R] or [1], scale_b [E, N] or [E]."""
+    """Per-token x per-channel grouped GEMM; scale_a [R] or [1], scale_b [E, N] or [E].
+
+    tile (GemmTile): 0 auto, 1 64x64, 2 128x64, 3 128x128 (SM80 kernels), 4 sm90_128x128 (wgmma/TMA
+    kernel, compute capability 9.0 only).
+    """
     return _ops.cutlass_int8_grouped(a, scale_a, b, scale_b, expert_offsets, out_dtype, tile)
 
 
@@ -137,6 +141,8 @@ def cutlass_int8_blockwise_hybrid_grouped(
     out_dtype: torch.dtype,
     tile: int = 0,
 ) -> Tensor:
+    """Hybrid blockwise grouped GEMM (docs/FORMAT.md); tile as for cutlass_int8_grouped, without
+    3 (128x128); 4 (sm90_128x128) needs block_size % 128 == 0."""
     return _ops.cutlass_int8_blockwise_hybrid_grouped(
         a, Qa, Fa, b, Qb, Fb, expert_offsets, block_size, super_group, q_max, out_dtype, tile
     )

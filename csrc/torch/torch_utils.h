@@ -20,26 +20,22 @@
 namespace int8_hybrid_moe::torch_ext {
 
 // Every argument error of the extension is a c10::ValueError (Python ValueError) whose message
-// reads "<op>: argument '<arg>' must be <expected>, got <given>", like the C++ API's.
-#define I8H_TORCH_CHECK(cond, fn, arg, ...)                                                        \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      C10_THROW_ERROR(ValueError, ::c10::str(fn, ": argument '", arg, "' must be ", __VA_ARGS__)); \
-    }                                                                                              \
+// reads "<op>: argument '<arg>' must be <expected>, got <given>", like the C++ API's. The text is
+// built by detail::concat, never through an iostream (common.h says why): pass numbers, strings,
+// dims(...), c10::toString(scalar_type) and device.str().
+#define I8H_TORCH_CHECK(cond, fn, arg, ...)                                                    \
+  do {                                                                                         \
+    if (!(cond)) {                                                                             \
+      C10_THROW_ERROR(ValueError, ::int8_hybrid_moe::detail::concat(fn, ": argument '", arg,  \
+                                                                    "' must be ", __VA_ARGS__)); \
+    }                                                                                          \
   } while (0)
 
-// Shapes and strides in messages, formatted here ("[2, 32, 3]") rather than through c10's
-// ArrayRef stream operator, so the error path depends only on the standard library.
-struct Dims {
-  std::string text;
-};
-inline Dims dims(at::IntArrayRef d) {
+// Shapes and strides in messages: "[2, 32, 3]".
+inline std::string dims(at::IntArrayRef d) {
   std::string s = "[";
   for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return Dims{s + "]"};
-}
-inline std::ostream& operator<<(std::ostream& os, const Dims& d) {
-  return os << d.text;
+  return s + "]";
 }
 
 // Runs a call into the C++ API and rethrows its exceptions as c10 errors with the message intact.
@@ -64,13 +60,13 @@ void call_api(Fn&& fn) {
 
 inline void check_cuda(const at::Tensor& t, const char* fn, const char* arg) {
   I8H_TORCH_CHECK(t.defined(), fn, arg, "a defined tensor, got an undefined one");
-  I8H_TORCH_CHECK(t.is_cuda(), fn, arg, "a CUDA tensor, got device ", t.device());
+  I8H_TORCH_CHECK(t.is_cuda(), fn, arg, "a CUDA tensor, got device ", t.device().str());
 }
 
 inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const char* fn,
                               const char* arg) {
   I8H_TORCH_CHECK(t.device() == ref.device(), fn, arg, "on the same device as the first input (",
-                  ref.device(), "), got ", t.device());
+                  ref.device().str(), "), got ", t.device().str());
 }
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* fn, const char* arg) {
@@ -79,7 +75,8 @@ inline void check_dim(const at::Tensor& t, int64_t dim, const char* fn, const ch
 }
 
 inline void check_dtype(const at::Tensor& t, at::ScalarType st, const char* fn, const char* arg) {
-  I8H_TORCH_CHECK(t.scalar_type() == st, fn, arg, "of dtype ", st, ", got ", t.scalar_type());
+  I8H_TORCH_CHECK(t.scalar_type() == st, fn, arg, "of dtype ", c10::toString(st), ", got ",
+                  c10::toString(t.scalar_type()));
 }
 
 inline void check_contiguous(const at::Tensor& t, const char* fn, const char* arg) {
@@ -106,7 +103,7 @@ inline void check_input(const at::Tensor& t, const at::Tensor& ref, int64_t dim,
 // bf16 / fp16 activation tensors.
 inline DType to_act_dtype(at::ScalarType st, const char* fn, const char* arg) {
   I8H_TORCH_CHECK(st == at::kBFloat16 || st == at::kHalf, fn, arg,
-                  "of dtype torch.bfloat16 or torch.float16, got ", st);
+                  "of dtype torch.bfloat16 or torch.float16, got ", c10::toString(st));
   return st == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
 }
 

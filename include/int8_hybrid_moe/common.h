@@ -3,9 +3,10 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace int8_hybrid_moe {
 
@@ -33,11 +34,38 @@ class CudaError : public std::runtime_error {
 };
 
 namespace detail {
+// Message text without iostreams: numbers through std::to_string / snprintf ("%g", as an ostream's
+// default). Integer formatting through a std::ostream crashed inside the Python process when the
+// torch extension was built with the GPU machine's GCC 13 against its GCC 14 libstdc++.
+inline void append_text(std::string& s, const std::string& v) {
+  s += v;
+}
+inline void append_text(std::string& s, const char* v) {
+  s += v != nullptr ? v : "(null)";
+}
+inline void append_text(std::string& s, const void* v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%p", v);
+  s += buf;
+}
+inline void append_text(std::string& s, char v) {
+  s += v;
+}
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+void append_text(std::string& s, T v) {
+  s += std::to_string(v);
+}
+template <typename T, std::enable_if_t<std::is_floating_point_v<T>, int> = 0>
+void append_text(std::string& s, T v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(v));
+  s += buf;
+}
 template <typename... Ts>
 std::string concat(const Ts&... parts) {
-  std::ostringstream os;
-  (os << ... << parts);
-  return os.str();
+  std::string s;
+  (append_text(s, parts), ...);
+  return s;
 }
 }  // namespace detail
 

@@ -155,6 +155,8 @@ def test_permute_quantize_fused(cuda, lib, gen, dtype, scheme):
 
 # ---- GEMMs -----------------------------------------------------------------------------------------
 COUNTS = [[0, 5, 0, 70, 1, 0], [1], [0, 0, 3]]
+SM90_TILE = 4  # GemmTile::kSm90_128x128
+IS_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -167,7 +169,9 @@ def test_hybrid_grouped_gemm(cuda, lib, gen, dtype, counts, fmt):
     a = ref.quantize_hybrid(randn((R, K), dtype, gen), B, S, qm)
     w = ref.quantize_hybrid(randn((E, N, K), dtype, gen, 0.1), B, S, qm)
     offs = offsets_from_counts(counts)
-    for tile in range(3):  # auto, 64x64, 128x64 (the hybrid GEMM has no 128x128 tile)
+    # auto, 64x64, 128x64 (the hybrid GEMM has no 128x128 tile), sm90_128x128 on H100/H200
+    # (the GPU script builds for the card's arch) when its K tile (128) divides B.
+    for tile in [0, 1, 2] + ([SM90_TILE] if IS_SM90 and B % 128 == 0 else []):
         out = lib.cutlass_int8_blockwise_hybrid_grouped(
             a.q, a.Q, a.F, w.q, w.Q, w.F, offs, B, S, qm, dtype, tile
         )
@@ -193,7 +197,7 @@ def test_per_token_grouped_gemm(cuda, lib, gen, dtype, counts, per_row, per_chan
     sa = a.scale if per_row else torch.tensor([0.02], device="cuda")
     sb = w.scale if per_channel else torch.rand(E, generator=gen).add(0.5).mul(1e-3).to("cuda")
     offs = offsets_from_counts(counts)
-    for tile in range(4):
+    for tile in [0, 1, 2, 3] + ([SM90_TILE] if IS_SM90 else []):
         out = lib.cutlass_int8_grouped(a.q, sa, w.q, sb, offs, dtype, tile)
         for e in range(E):
             lo, hi = int(offs[e]), int(offs[e + 1])
