@@ -142,7 +142,7 @@ def cutlass_int8_blockwise_hybrid_grouped(
     tile: int = 0,
 ) -> Tensor:
     """Hybrid blockwise grouped GEMM (docs/FORMAT.md); tile as for cutlass_int8_grouped, without
-    3 (128x128); 4 (sm90_128x128) needs block_size % 128 == 0."""
+    3 (128x128); 4 (sm90_128x128) needs block_size 128."""
     return _ops.cutlass_int8_blockwise_hybrid_grouped(
         a, Qa, Fa, b, Qb, Fb, expert_offsets, block_size, super_group, q_max, out_dtype, tile
     )

@@ -268,8 +268,7 @@ int main(int argc, char** argv) {
     std::printf("%-6s %-18s %-18s %7lld %7lld %7lld %10.4f %8.1f %9.2fx", r.gemm.c_str(),
                 r.kind.c_str(), r.tile.c_str(), (long long)r.R, (long long)r.N, (long long)r.K,
                 r.ms, r.tops, dense / r.ms);
-    if (r.kind == "hybrid" && per_token > 0)
-      std::printf(" %11.2fx", r.ms / per_token);
+    if (r.kind == "hybrid" && per_token > 0) std::printf(" %11.2fx", r.ms / per_token);
     std::printf("\n");
   }
   if (!json.empty()) {

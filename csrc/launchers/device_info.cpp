@@ -42,8 +42,7 @@ void set_max_dynamic_smem_once(const void* kernel, int bytes) {
   I8H_CUDA_CHECK(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);
   if (done.count({dev, kernel})) return;
-  I8H_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  I8H_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   done.insert({dev, kernel});
 }
 

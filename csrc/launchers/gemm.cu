@@ -48,7 +48,7 @@ bool gemm_sm90_available() {
 // - per-token: 128x128 (64x64 warp tiles) for large experts, 64x64 when experts are small
 //   (decode: a 128-row tile would be mostly padding).
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
-  if (gemm_sm90_available() && (!hybrid || block_size % 128 == 0)) return GemmTile::kSm90_128x128;
+  if (gemm_sm90_available() && (!hybrid || block_size == 128)) return GemmTile::kSm90_128x128;
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
   if (hybrid) return mean_rows < 1024 ? GemmTile::k64x64 : GemmTile::k128x64;
   return mean_rows < 96 ? GemmTile::k64x64 : GemmTile::k128x128;
@@ -60,8 +60,9 @@ void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn,
   if (!hybrid) return;
   I8H_CHECK_ARG(t != GemmTile::k128x128, fn, arg,
                 "64x64, 128x64 or sm90_128x128 for the hybrid GEMM", gemm_tile_name(t));
-  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || block_size % 128 == 0, fn, "block_size (B)",
-                "a multiple of 128 for the sm90_128x128 tile (its K tile)", block_size);
+  // One K-block per K tile (128), two blocks in flight.
+  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || block_size == 128, fn, "block_size (B)",
+                "128 for the sm90_128x128 tile (one quantization block per K tile)", block_size);
 }
 
 size_t grouped_gemm_workspace_size(int num_experts) {
@@ -126,7 +127,8 @@ void launch_sm90(bool hybrid, DType out, gemm::GroupedGemmParams& p, int64_t max
     gemm::launch_per_token_gemm_sm90(out, p, max_m_tiles, stream);
 #else
   (void)hybrid, (void)out, (void)p, (void)max_m_tiles, (void)stream;
-  throw CudaError("grouped GEMM: the SM90 kernels are not in this build");  // resolve_tile prevents it
+  throw CudaError(
+      "grouped GEMM: the SM90 kernels are not in this build");  // resolve_tile prevents it
 #endif
 }
 

@@ -11,7 +11,8 @@ void launch_grouped_gemm_kernel(GroupedGemmParams& p, int64_t max_m_tiles, cudaS
   auto kernel = grouped_gemm_sm80_kernel<Cfg, kScheme, Out>;
   constexpr int kSmem = Cfg::kSmemBytes;
   // Above 48 KiB a kernel must opt in to dynamic shared memory.
-  ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel), kSmem);
+  ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
+                                                       kSmem);
   p.n_tiles = static_cast<int>((p.N + Cfg::BN - 1) / Cfg::BN);
   const int64_t grid = max_m_tiles * p.n_tiles;
   I8H_CHECK_ARG(grid <= 0x7fffffff, "int8_grouped_gemm", "R * N", "small enough for a 2^31 grid",

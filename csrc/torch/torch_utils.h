@@ -23,12 +23,12 @@ namespace int8_hybrid_moe::torch_ext {
 // reads "<op>: argument '<arg>' must be <expected>, got <given>", like the C++ API's. The text is
 // built by detail::concat, never through an iostream (common.h says why): pass numbers, strings,
 // dims(...), c10::toString(scalar_type) and device.str().
-#define I8H_TORCH_CHECK(cond, fn, arg, ...)                                                    \
-  do {                                                                                         \
-    if (!(cond)) {                                                                             \
-      C10_THROW_ERROR(ValueError, ::int8_hybrid_moe::detail::concat(fn, ": argument '", arg,  \
+#define I8H_TORCH_CHECK(cond, fn, arg, ...)                                                      \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
+      C10_THROW_ERROR(ValueError, ::int8_hybrid_moe::detail::concat(fn, ": argument '", arg,     \
                                                                     "' must be ", __VA_ARGS__)); \
-    }                                                                                          \
+    }                                                                                            \
   } while (0)
 
 // Shapes and strides in messages: "[2, 32, 3]".

@@ -31,18 +31,18 @@ struct GroupedGemmShape {
 //  - k64x64, k128x64, k128x128: SM80 kernels (mma.sync, cp.async), any GPU of SM80 or newer;
 //    k128x128 is per-token only.
 //  - kSm90_128x128: SM90 kernel (wgmma, TMA, warp-specialized, persistent), H100 / H200 only, in
-//    builds whose INT8HYBRID_CUDA_ARCHS include 90; the hybrid scheme needs block_size % 128 == 0.
+//    builds whose INT8HYBRID_CUDA_ARCHS include 90; the hybrid scheme needs block_size 128.
 enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128, kSm90_128x128 };
 inline constexpr GemmTile kLastGemmTile = GemmTile::kSm90_128x128;  // enum range for checks
 const char* gemm_tile_name(GemmTile t);
-// The rules of a requested tile (enum value; hybrid: not 128x128, and 128 | block_size for the SM90
+// The rules of a requested tile (enum value; hybrid: not 128x128, and block_size 128 for the SM90
 // tile), shared by the GEMM entry points and the runner, which checks them before its first
 // launch. Needs no GPU: whether an SM90 tile runs on the current device is checked at launch.
 void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn, const char* arg);
 // True when this build has the SM90 kernels and the current device has compute capability 9.0.
 bool gemm_sm90_available();
 // The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current
-// device: the SM90 kernel where it is available (and, hybrid, 128 | block_size), else an SM80
+// device: the SM90 kernel where it is available (and, hybrid, block_size 128), else an SM80
 // tile from the mean rows per expert R / E, the only load figure the host has without reading
 // expert_offsets. Queries the current device.
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size = 128);

@@ -120,8 +120,8 @@ struct TileCoord {
   int64_t n0;      // first output channel
   int cols_valid;  // channels of the tile below N
 };
-__device__ __forceinline__ TileCoord decode_tile(const GroupedGemmParams& p, int m_tile,
-                                                 int n_tile, int block_m, int block_n) {
+__device__ __forceinline__ TileCoord decode_tile(const GroupedGemmParams& p, int m_tile, int n_tile,
+                                                 int block_m, int block_n) {
   TileCoord c;
   c.expert = find_tile_expert(p.tile_offsets, p.num_experts, m_tile);
   if (c.expert < 0) return c;

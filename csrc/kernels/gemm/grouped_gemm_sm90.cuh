@@ -13,8 +13,9 @@
 // registers (zeroed at the block's first K tile), then rescaled by QA*QB with an integer
 // multiply-add into the int32 chunk accumulator, which is flushed into fp32 times FA*FB at chunk
 // and super-group ends (or every block in fp32 when flush_period == 0): the same arithmetic as
-// the SM80 kernel. Both consumer warpgroups alternate naturally, so one's rescale overlaps the
-// other's tensor-core work.
+// the SM80 kernel. Two block accumulators alternate, so the wgmmas of block b+1 are in flight
+// while block b is rescaled; the fp32 accumulator lives in shared memory (it is touched only at
+// flushes), which keeps the three register sets (2 blocks + chunk) within 232 registers.
 //
 // Rows of a tile past its expert's last row (TMA reads them, or zero-fills past R) and columns
 // past N are computed on padding and never stored.
@@ -35,14 +36,16 @@
 
 namespace int8_hybrid_moe::gemm {
 
-template <int Stages_>
+template <int Stages_, bool kHybrid_>
 struct Sm90TileConfig {
   static constexpr int BM = 128, BN = 128, BK = 128, Stages = Stages_;
-  static constexpr int kConsumers = 2;                      // warpgroups, 64 rows each
-  static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
+  static constexpr bool kHybrid = kHybrid_;
+  static constexpr int kConsumers = 2;                           // warpgroups, 64 rows each
+  static constexpr int kThreads = 128 * (1 + kConsumers);        // + the producer warpgroup
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128*40 + 256*232 <= 64K
-  using TiledMma = decltype(cute::make_tiled_mma(cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN{},
-                                                 cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+  using TiledMma =
+      decltype(cute::make_tiled_mma(cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN{},
+                                    cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
   // 8 rows x 128 bytes, 128-byte swizzle: what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and a
   // K-major wgmma descriptor reads.
   using SmemLayoutA = decltype(cute::tile_to_shape(
@@ -52,20 +55,26 @@ struct Sm90TileConfig {
       cute::GMMA::Layout_K_SW128_Atom<int8_t>{},
       cute::make_shape(cute::Int<BN>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
   static constexpr uint32_t kStageTxBytes = (BM + BN) * BK;
+  static constexpr int kScaleStages = kHybrid ? Stages : 1;
+  static constexpr int kAccFloats = kHybrid ? BM * BN : 1;
 
   struct Storage {
     alignas(1024) int8_t A[Stages][BM * BK];
     alignas(1024) int8_t B[Stages][BN * BK];
-    // Hybrid: scales of the K-block whose last K tile sits in the stage.
-    alignas(16) int32_t qa[Stages][BM];
-    alignas(16) int32_t qb[Stages][BN];
-    alignas(16) float fa[Stages][BM];
-    alignas(16) float fb[Stages][BN];
+    // Hybrid: scales of the K-block whose last K tile sits in the stage, and the fp32
+    // accumulator, [value][consumer thread] (each thread owns its slots; consecutive threads
+    // consecutive words, so no bank conflicts), touched only when an int32 chunk is flushed.
+    alignas(16) int32_t qa[kScaleStages][BM];
+    alignas(16) int32_t qb[kScaleStages][BN];
+    alignas(16) float fa[kScaleStages][BM];
+    alignas(16) float fb[kScaleStages][BN];
+    alignas(16) float acc_f[kAccFloats];
     uint64_t full[Stages];
     uint64_t empty[Stages];
   };
   // +1 KiB: the dynamic shared memory base is rounded up to the 1024-byte swizzle period.
   static constexpr int kSmemBytes = static_cast<int>(sizeof(Storage)) + 1024;
+  static_assert(kSmemBytes <= 227 * 1024, "SM90 shared memory per block");
 };
 
 struct Sm90GemmParams {
@@ -121,7 +130,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   __syncthreads();
 
   const int total_tiles = p.tile_offsets[p.num_experts] * p.n_tiles;
-  const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
+  const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);  // hybrid: B = BK, one block a tile
   auto tile_at = [&](int t) { return decode_tile(p, t / p.n_tiles, t % p.n_tiles, BM, BN); };
 
   if (warp_group == 0) {
@@ -133,8 +142,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
-      BlockCursor block;
-      int in_block = 0;  // K tile index inside its block
+      BlockCursor block;  // hybrid: the block of K tile kt
       for (int kt = 0; kt < k_tiles; ++kt) {
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
@@ -145,25 +153,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                                  b_row0);
         }
         if constexpr (kHybrid) {
-          if (in_block + 1 == p.k_tiles_per_block || kt + 1 == k_tiles) {
-            const int b = block.b, g = block.g;
-            for (int i = lane; i < BM; i += 32) {
-              const bool ok = i < tc.rows_valid;
-              const int64_t row = ok ? tc.row0 + i : 0;
-              detail::cp_async_4_zfill(&S.qa[ps.stage][i], p.QA + row * p.nb + b, ok);
-              detail::cp_async_4_zfill(&S.fa[ps.stage][i], p.FA + row * p.ng + g, ok);
-            }
-            for (int i = lane; i < BN; i += 32) {
-              const bool ok = i < tc.cols_valid;
-              const int64_t col = int64_t(tc.expert) * p.N + tc.n0 + (ok ? i : 0);
-              detail::cp_async_4_zfill(&S.qb[ps.stage][i], p.QB + col * p.nb + b, ok);
-              detail::cp_async_4_zfill(&S.fb[ps.stage][i], p.FB + col * p.ng + g, ok);
-            }
-            block.next(p);
-            in_block = 0;
-          } else {
-            ++in_block;
+          // The block of this K tile (B = BK): its scales travel with the tile.
+          for (int i = lane; i < BM; i += 32) {
+            const bool ok = i < tc.rows_valid;
+            const int64_t row = ok ? tc.row0 + i : 0;
+            detail::cp_async_4_zfill(&S.qa[ps.stage][i], p.QA + row * p.nb + block.b, ok);
+            detail::cp_async_4_zfill(&S.fa[ps.stage][i], p.FA + row * p.ng + block.g, ok);
           }
+          for (int i = lane; i < BN; i += 32) {
+            const bool ok = i < tc.cols_valid;
+            const int64_t col = int64_t(tc.expert) * p.N + tc.n0 + (ok ? i : 0);
+            detail::cp_async_4_zfill(&S.qb[ps.stage][i], p.QB + col * p.nb + block.b, ok);
+            detail::cp_async_4_zfill(&S.fb[ps.stage][i], p.FB + col * p.ng + block.g, ok);
+          }
+          block.next(p);
           // Counts as this lane's arrival once its copies so far have landed.
           cutlass::arch::cpasync_barrier_arrive_noinc(&S.full[ps.stage]);
         }
@@ -242,72 +245,115 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc);
       release(prev);
+      // Scales first (registers), stores after: no load waits behind a store it might alias.
       const float sa_lo = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
       const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
       const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
-                                                            : int64_t(tc.expert));
-      store(tc, [&](int v, bool hi, int c) {
-        const float sbc = p.scale_b_per_channel ? sb[c] : sb[0];
-        return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) * sbc;
+                                                           : int64_t(tc.expert));
+      float sbv[kV / 2];  // columns c_base + 8j + {0, 1}
+      CUTE_UNROLL
+      for (int j = 0; j < kV / 4; ++j) {
+        const int c = c_base + 8 * j;
+        const bool ok = c < tc.cols_valid;
+        sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
+        sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+      }
+      store(tc, [&](int v, bool hi, int) {
+        return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) * sbv[2 * (v >> 2) + (v & 1)];
       });
     } else {
+      // Two block accumulators: the wgmmas of block b+1 run while block b is rescaled into the
+      // int32 chunk (registers); chunks are flushed into the fp32 accumulator in shared memory.
+      float* acc_f = &S.acc_f[ct];  // value v at acc_f[v * 256]
+      CUTE_UNROLL
+      for (int v = 0; v < kV; ++v) acc_f[v * 256] = 0.f;
+      Tensor acc2 = make_tensor_like(acc);
       Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
-      Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
-      clear(acc_f);
-      auto main_loop = [&](auto fp32_terms) {
+      sm90::PipeState<Stages> rs = ps;  // release cursor, trails ps by the blocks in flight
+      // Issues the wgmmas of the next block (one K tile: B = 128) into blk, as one batch, after
+      // its tile has landed (no barrier wait inside a wgmma batch).
+      auto issue_block = [&](auto& blk) {
+        TxBarrier::wait(&S.full[ps.stage], ps.phase);
+        warpgroup_fence_operand(blk);
+        warpgroup_arrive();
+        mma.accumulate_ = GMMA::ScaleOut::Zero;
+        CUTE_UNROLL
+        for (int k = 0; k < kKSteps; ++k) {
+          cute::gemm(mma, tCrA(_, _, k, ps.stage), tCrB(_, _, k, ps.stage), blk);
+          mma.accumulate_ = GMMA::ScaleOut::One;
+        }
+        ps.advance();
+        warpgroup_commit_batch();  // no register access to blk until its wait
+      };
+      // Rescales the completed block `blk` (cursor `block`) with the scales of its stage, then
+      // releases the stage.
+      auto finish_block = [&](auto& blk, const BlockCursor& block, auto fp32_terms) {
         constexpr bool kFp32 = decltype(fp32_terms)::value;
-        BlockCursor block;
-        while (block.b < p.nb) {
-          const int kt0 = block.b * p.k_tiles_per_block;
-          const int kt_last = min(kt0 + p.k_tiles_per_block, k_tiles) - 1;
-          const bool flush = block.flush(p);
-          for (int kt = kt0; kt <= kt_last; ++kt) {
-            TxBarrier::wait(&S.full[ps.stage], ps.phase);
-            mma_tile(ps.stage, kt == kt0);
-            if (kt < kt_last) {  // the block continues: keep the tensor core busy
-              warpgroup_wait<0>();
-              release(ps.stage);
-              ps.advance();
-            }
-          }
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(acc);
-          const int st = ps.stage;
-          const int qa_lo = S.qa[st][r_lo], qa_hi = S.qa[st][r_hi];
-          const float fa_lo = S.fa[st][r_lo], fa_hi = S.fa[st][r_hi];
+        warpgroup_fence_operand(blk);
+        const int st = rs.stage;
+        const bool flush = block.flush(p);
+        const int qa_lo = S.qa[st][r_lo], qa_hi = S.qa[st][r_hi];
+        const float fa_lo = S.fa[st][r_lo], fa_hi = S.fa[st][r_hi];
+        CUTE_UNROLL
+        for (int v = 0; v < kV; v += 4) {
+          const int c = c_base + 8 * (v >> 2);
+          const int2 qb = *reinterpret_cast<const int2*>(&S.qb[st][c]);
+          const float2 fb = *reinterpret_cast<const float2*>(&S.fb[st][c]);
+          const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+          const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
           CUTE_UNROLL
-          for (int v = 0; v < kV; v += 4) {
-            const int c = c_base + 8 * (v >> 2);
-            const int2 qb = *reinterpret_cast<const int2*>(&S.qb[st][c]);
-            const float2 fb = *reinterpret_cast<const float2*>(&S.fb[st][c]);
-            const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-            const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
-            CUTE_UNROLL
-            for (int i = 0; i < 4; ++i) {
-              if constexpr (kFp32) {
-                // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-                const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
-                acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
-              } else {
-                acc_i(v + i) += acc(v + i) * q[i];
-                if (flush) {
-                  acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
-                  acc_i(v + i) = 0;
-                }
+          for (int i = 0; i < 4; ++i) {
+            float& af = acc_f[(v + i) * 256];
+            if constexpr (kFp32) {
+              // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
+              const float term = static_cast<float>(blk(v + i)) * static_cast<float>(q[i]);
+              af = fmaf(term, f[i], af);
+            } else {
+              acc_i(v + i) += blk(v + i) * q[i];
+              if (flush) {
+                af = fmaf(static_cast<float>(acc_i(v + i)), f[i], af);
+                acc_i(v + i) = 0;
               }
             }
           }
-          release(st);
-          ps.advance();
+        }
+        release(st);
+        rs.advance();
+      };
+      // Unrolled by two blocks, the accumulators swapping roles; the steady-state loop has no
+      // branch, so ptxas can keep the wgmma pipeline asynchronous across it.
+      auto main_loop = [&](auto fp32_terms) {
+        BlockCursor block;  // the block being finished
+        issue_block(acc);   // block 0
+        int b = 0;
+        for (; b + 2 < p.nb; b += 2) {  // acc holds block b in flight
+          issue_block(acc2);
+          warpgroup_wait<1>();
+          finish_block(acc, block, fp32_terms);
           block.next(p);
+          issue_block(acc);
+          warpgroup_wait<1>();
+          finish_block(acc2, block, fp32_terms);
+          block.next(p);
+        }
+        if (b + 1 < p.nb) {  // the last two blocks
+          issue_block(acc2);
+          warpgroup_wait<1>();
+          finish_block(acc, block, fp32_terms);
+          block.next(p);
+          warpgroup_wait<0>();
+          finish_block(acc2, block, fp32_terms);
+        } else {  // the last block
+          warpgroup_wait<0>();
+          finish_block(acc, block, fp32_terms);
         }
       };
       if (p.flush_period > 0)
         main_loop(std::false_type{});
       else
         main_loop(std::true_type{});
-      store(tc, [&](int v, bool, int) { return acc_f(v); });
+      store(tc, [&](int v, bool, int) { return acc_f[v * 256]; });
     }
   }
 #else
