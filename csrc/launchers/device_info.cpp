@@ -7,32 +7,41 @@
 
 namespace int8_hybrid_moe::detail {
 
-int current_device_sm_count() {
-  static std::mutex mu;
-  static std::vector<int> cache;
+namespace {
+
+// One integer per device, computed once by `query(dev)` for the current device.
+template <typename Query>
+int cached_per_device(std::mutex& mu, std::vector<int>& cache, Query query) {
   int dev = 0;
   I8H_CUDA_CHECK(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);
   if (dev >= static_cast<int>(cache.size())) cache.resize(dev + 1, 0);
-  if (cache[dev] == 0)
-    I8H_CUDA_CHECK(cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev));
+  if (cache[dev] == 0) cache[dev] = query(dev);
   return cache[dev];
+}
+
+int device_attribute(cudaDeviceAttr attr, int dev) {
+  int v = 0;
+  I8H_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+  return v;
+}
+
+}  // namespace
+
+int current_device_sm_count() {
+  static std::mutex mu;
+  static std::vector<int> cache;
+  return cached_per_device(
+      mu, cache, [](int dev) { return device_attribute(cudaDevAttrMultiProcessorCount, dev); });
 }
 
 int current_device_cc() {
   static std::mutex mu;
   static std::vector<int> cache;
-  int dev = 0;
-  I8H_CUDA_CHECK(cudaGetDevice(&dev));
-  std::lock_guard<std::mutex> lock(mu);
-  if (dev >= static_cast<int>(cache.size())) cache.resize(dev + 1, 0);
-  if (cache[dev] == 0) {
-    int major = 0, minor = 0;
-    I8H_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    I8H_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    cache[dev] = 10 * major + minor;
-  }
-  return cache[dev];
+  return cached_per_device(mu, cache, [](int dev) {
+    return 10 * device_attribute(cudaDevAttrComputeCapabilityMajor, dev) +
+           device_attribute(cudaDevAttrComputeCapabilityMinor, dev);
+  });
 }
 
 void set_max_dynamic_smem_once(const void* kernel, int bytes) {

@@ -75,22 +75,24 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
 }
 
+template <class Cfg, Scheme kScheme>
+void launch_sm90_for(DType out, GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
+  if (out == DType::kBFloat16)
+    launch_sm90<Cfg, kScheme, __nv_bfloat16>(p, max_m_tiles, stream);
+  else
+    launch_sm90<Cfg, kScheme, __half>(p, max_m_tiles, stream);
+}
+
 }  // namespace
 
 void launch_per_token_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                                 cudaStream_t stream) {
-  if (out == DType::kBFloat16)
-    launch_sm90<Sm90PerTokenTile, Scheme::kPerToken, __nv_bfloat16>(p, max_m_tiles, stream);
-  else
-    launch_sm90<Sm90PerTokenTile, Scheme::kPerToken, __half>(p, max_m_tiles, stream);
+  launch_sm90_for<Sm90PerTokenTile, Scheme::kPerToken>(out, p, max_m_tiles, stream);
 }
 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream) {
-  if (out == DType::kBFloat16)
-    launch_sm90<Sm90HybridTile, Scheme::kHybrid, __nv_bfloat16>(p, max_m_tiles, stream);
-  else
-    launch_sm90<Sm90HybridTile, Scheme::kHybrid, __half>(p, max_m_tiles, stream);
+  launch_sm90_for<Sm90HybridTile, Scheme::kHybrid>(out, p, max_m_tiles, stream);
 }
 
 }  // namespace int8_hybrid_moe::gemm
