@@ -39,8 +39,9 @@ bool gemm_sm90_available() {
 }
 
 // Heuristic (docs/PERF.md):
-// - the SM90 kernel (wgmma, TMA) wherever it runs: on H100 / H200 it is faster than every SM80
-//   tile at every measured load (docs/PERF.md, v5);
+// - the SM90 kernel (wgmma, TMA) where it runs and experts average >= 64 rows (a 128-row tile at
+//   least half full): on H200 it beats every SM80 tile at 256 rows per expert, while at 2 rows
+//   per expert (decode) the SM80 64x64 tile is faster (docs/PERF.md, v5-v6);
 // SM80 tiles (measured on H100 at the default MoE shape, mean 256 rows/expert):
 // - hybrid: 64x64 tiles (4 warps, two CTAs per SM) beat 128x64 on both MoE GEMMs (1.37 vs 1.50 ms
 //   and 1.06 vs 1.08 ms); 128x64 is kept for very large experts, where a 64-row tile re-reads
@@ -48,8 +49,9 @@ bool gemm_sm90_available() {
 // - per-token: 128x128 (64x64 warp tiles) for large experts, 64x64 when experts are small
 //   (decode: a 128-row tile would be mostly padding).
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
-  if (gemm_sm90_available() && (!hybrid || block_size == 128)) return GemmTile::kSm90_128x128;
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
+  if (gemm_sm90_available() && (!hybrid || block_size == 128) && mean_rows >= 64)
+    return GemmTile::kSm90_128x128;
   if (hybrid) return mean_rows < 1024 ? GemmTile::k64x64 : GemmTile::k128x64;
   return mean_rows < 96 ? GemmTile::k64x64 : GemmTile::k128x128;
 }

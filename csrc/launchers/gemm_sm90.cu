@@ -14,10 +14,10 @@ namespace int8_hybrid_moe::gemm {
 
 namespace {
 
-// Per-token: 6 stages of 32 KiB (193 KiB). Hybrid: 4 stages of 34 KiB (with the block scales)
-// plus the 64 KiB fp32 accumulator (201 KiB). Shared memory per block on SM90: 227 KiB.
+// 6 stages: 32 KiB each (193 KiB) per-token, 34 KiB with the block scales (205 KiB) hybrid; the
+// kernels are bound by load latency, so the deepest pipeline that fits 227 KiB (docs/PERF.md).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
-using Sm90HybridTile = Sm90TileConfig<4, true>;
+using Sm90HybridTile = Sm90TileConfig<6, true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {

@@ -42,9 +42,9 @@ void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn,
 // True when this build has the SM90 kernels and the current device has compute capability 9.0.
 bool gemm_sm90_available();
 // The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current
-// device: the SM90 kernel where it is available (and, hybrid, block_size 128), else an SM80
-// tile from the mean rows per expert R / E, the only load figure the host has without reading
-// expert_offsets. Queries the current device.
+// device, from the mean rows per expert R / E (the only load figure the host has without reading
+// expert_offsets): the SM90 kernel where it is available, experts average >= 64 rows and (hybrid)
+// block_size is 128, else an SM80 tile. Queries the current device.
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size = 128);
 
 // Bytes of workspace both grouped GEMMs need (per-expert tile offsets).

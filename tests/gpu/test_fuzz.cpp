@@ -80,15 +80,19 @@ FuzzProblem draw_problem(std::mt19937_64& g) {
   c.top_k = static_cast<int>(uni(1, std::min(c.E, 8)));
   f.routing = static_cast<int>(uni(0, 4));
   f.with_map = uni(0, 3) == 0;
-  const moe::GemmTile hy[] = {moe::GemmTile::kAuto, moe::GemmTile::k64x64, moe::GemmTile::k128x64};
+  // The SM90 tile (H100 / H200 builds) where it applies: hybrid needs B = 128.
+  const bool sm90 = moe::gemm_sm90_available() &&
+                    (c.scheme != moe::QuantScheme::kHybrid || c.fmt.block_size == 128);
+  const moe::GemmTile hy[] = {moe::GemmTile::kAuto, moe::GemmTile::k64x64, moe::GemmTile::k128x64,
+                              moe::GemmTile::kSm90_128x128};
   const moe::GemmTile pt[] = {moe::GemmTile::kAuto, moe::GemmTile::k64x64, moe::GemmTile::k128x64,
-                              moe::GemmTile::k128x128};
+                              moe::GemmTile::k128x128, moe::GemmTile::kSm90_128x128};
   if (c.scheme == moe::QuantScheme::kHybrid) {
-    f.tile1 = hy[uni(0, 2)];
-    f.tile2 = hy[uni(0, 2)];
+    f.tile1 = hy[uni(0, sm90 ? 3 : 2)];
+    f.tile2 = hy[uni(0, sm90 ? 3 : 2)];
   } else {
-    f.tile1 = pt[uni(0, 3)];
-    f.tile2 = pt[uni(0, 3)];
+    f.tile1 = pt[uni(0, sm90 ? 4 : 3)];
+    f.tile2 = pt[uni(0, sm90 ? 4 : 3)];
   }
   return f;
 }

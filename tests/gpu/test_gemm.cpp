@@ -126,7 +126,7 @@ ref::HybridTensor worst_case_operand(int64_t rows, int64_t K, const HybridFormat
   return t;
 }
 
-void run_hybrid_case(const HybridCase& c) {
+void run_hybrid_case_once(const HybridCase& c) {
   const uint64_t seed = i8h_test::fresh_seed();
   SCOPED_TRACE(::testing::Message()
                << "seed=" << seed << " R=" << c.pb.R() << " N=" << c.pb.N << " K=" << c.pb.K
@@ -199,6 +199,18 @@ void run_hybrid_case(const HybridCase& c) {
     }
   }
   EXPECT_EQ(bad, 0);
+}
+
+// Runs the case as given and, when it leaves the tile to the heuristic (which picks the SM90 kernel
+// only for experts of >= 64 rows on average), once more on the SM90 kernel where it applies, so
+// every case also covers the wgmma path on H100 / H200.
+void run_hybrid_case(const HybridCase& c) {
+  run_hybrid_case_once(c);
+  if (c.tile == GemmTile::kAuto && gemm_sm90_available() && c.fmt.block_size == 128) {
+    HybridCase sm90 = c;
+    sm90.tile = GemmTile::kSm90_128x128;
+    run_hybrid_case_once(sm90);
+  }
 }
 
 TEST(HybridGroupedGemm, MoeShapesBothDtypes) {
@@ -305,7 +317,7 @@ struct PerTokenCase {
   bool worst_case = false;
 };
 
-void run_per_token_case(const PerTokenCase& c) {
+void run_per_token_case_once(const PerTokenCase& c) {
   const uint64_t seed = i8h_test::fresh_seed();
   SCOPED_TRACE(::testing::Message()
                << "seed=" << seed << " R=" << c.pb.R() << " N=" << c.pb.N << " K=" << c.pb.K
@@ -381,6 +393,15 @@ void run_per_token_case(const PerTokenCase& c) {
     }
   }
   EXPECT_EQ(bad, 0);
+}
+
+void run_per_token_case(const PerTokenCase& c) {
+  run_per_token_case_once(c);
+  if (c.tile == GemmTile::kAuto && gemm_sm90_available()) {
+    PerTokenCase sm90 = c;
+    sm90.tile = GemmTile::kSm90_128x128;
+    run_per_token_case_once(sm90);
+  }
 }
 
 TEST(PerTokenGroupedGemm, MoeShapesAllTilesBothDtypes) {

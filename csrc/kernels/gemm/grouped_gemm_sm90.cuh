@@ -13,9 +13,9 @@
 // registers (zeroed at the block's first K tile), then rescaled by QA*QB with an integer
 // multiply-add into the int32 chunk accumulator, which is flushed into fp32 times FA*FB at chunk
 // and super-group ends (or every block in fp32 when flush_period == 0): the same arithmetic as
-// the SM80 kernel. Two block accumulators alternate, so the wgmmas of block b+1 are in flight
-// while block b is rescaled; the fp32 accumulator lives in shared memory (it is touched only at
-// flushes), which keeps the three register sets (2 blocks + chunk) within 232 registers.
+// the SM80 kernel. Both consumer warpgroups alternate naturally, so one's rescale overlaps the
+// other's tensor-core work. (Double-buffering the block accumulator within a warpgroup, with the
+// fp32 accumulator moved to shared memory to make room, measured slower: docs/PERF.md v6.)
 //
 // Rows of a tile past its expert's last row (TMA reads them, or zero-fills past R) and columns
 // past N are computed on padding and never stored.
@@ -56,19 +56,15 @@ struct Sm90TileConfig {
       cute::make_shape(cute::Int<BN>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
   static constexpr uint32_t kStageTxBytes = (BM + BN) * BK;
   static constexpr int kScaleStages = kHybrid ? Stages : 1;
-  static constexpr int kAccFloats = kHybrid ? BM * BN : 1;
 
   struct Storage {
     alignas(1024) int8_t A[Stages][BM * BK];
     alignas(1024) int8_t B[Stages][BN * BK];
-    // Hybrid: scales of the K-block whose last K tile sits in the stage, and the fp32
-    // accumulator, [value][consumer thread] (each thread owns its slots; consecutive threads
-    // consecutive words, so no bank conflicts), touched only when an int32 chunk is flushed.
+    // Hybrid: scales of the K-block whose last K tile sits in the stage.
     alignas(16) int32_t qa[kScaleStages][BM];
     alignas(16) int32_t qb[kScaleStages][BN];
     alignas(16) float fa[kScaleStages][BM];
     alignas(16) float fb[kScaleStages][BN];
-    alignas(16) float acc_f[kAccFloats];
     uint64_t full[Stages];
     uint64_t empty[Stages];
   };
@@ -262,98 +258,53 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) * sbv[2 * (v >> 2) + (v & 1)];
       });
     } else {
-      // Two block accumulators: the wgmmas of block b+1 run while block b is rescaled into the
-      // int32 chunk (registers); chunks are flushed into the fp32 accumulator in shared memory.
-      float* acc_f = &S.acc_f[ct];  // value v at acc_f[v * 256]
-      CUTE_UNROLL
-      for (int v = 0; v < kV; ++v) acc_f[v * 256] = 0.f;
-      Tensor acc2 = make_tensor_like(acc);
       Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
+      Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
-      sm90::PipeState<Stages> rs = ps;  // release cursor, trails ps by the blocks in flight
-      // Issues the wgmmas of the next block (one K tile: B = 128) into blk, as one batch, after
-      // its tile has landed (no barrier wait inside a wgmma batch).
-      auto issue_block = [&](auto& blk) {
-        TxBarrier::wait(&S.full[ps.stage], ps.phase);
-        warpgroup_fence_operand(blk);
-        warpgroup_arrive();
-        mma.accumulate_ = GMMA::ScaleOut::Zero;
-        CUTE_UNROLL
-        for (int k = 0; k < kKSteps; ++k) {
-          cute::gemm(mma, tCrA(_, _, k, ps.stage), tCrB(_, _, k, ps.stage), blk);
-          mma.accumulate_ = GMMA::ScaleOut::One;
-        }
-        ps.advance();
-        warpgroup_commit_batch();  // no register access to blk until its wait
-      };
-      // Rescales the completed block `blk` (cursor `block`) with the scales of its stage, then
-      // releases the stage.
-      auto finish_block = [&](auto& blk, const BlockCursor& block, auto fp32_terms) {
+      clear(acc_f);
+      auto main_loop = [&](auto fp32_terms) {
         constexpr bool kFp32 = decltype(fp32_terms)::value;
-        warpgroup_fence_operand(blk);
-        const int st = rs.stage;
-        const bool flush = block.flush(p);
-        const int qa_lo = S.qa[st][r_lo], qa_hi = S.qa[st][r_hi];
-        const float fa_lo = S.fa[st][r_lo], fa_hi = S.fa[st][r_hi];
-        CUTE_UNROLL
-        for (int v = 0; v < kV; v += 4) {
-          const int c = c_base + 8 * (v >> 2);
-          const int2 qb = *reinterpret_cast<const int2*>(&S.qb[st][c]);
-          const float2 fb = *reinterpret_cast<const float2*>(&S.fb[st][c]);
-          const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-          const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+        // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
+        for (BlockCursor block; block.b < p.nb; block.next(p)) {
+          const bool flush = block.flush(p);
+          TxBarrier::wait(&S.full[ps.stage], ps.phase);
+          mma_tile(ps.stage, /*zero=*/true);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(acc);
+          const int st = ps.stage;
+          const int qa_lo = S.qa[st][r_lo], qa_hi = S.qa[st][r_hi];
+          const float fa_lo = S.fa[st][r_lo], fa_hi = S.fa[st][r_hi];
           CUTE_UNROLL
-          for (int i = 0; i < 4; ++i) {
-            float& af = acc_f[(v + i) * 256];
-            if constexpr (kFp32) {
-              // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-              const float term = static_cast<float>(blk(v + i)) * static_cast<float>(q[i]);
-              af = fmaf(term, f[i], af);
-            } else {
-              acc_i(v + i) += blk(v + i) * q[i];
-              if (flush) {
-                af = fmaf(static_cast<float>(acc_i(v + i)), f[i], af);
-                acc_i(v + i) = 0;
+          for (int v = 0; v < kV; v += 4) {
+            const int c = c_base + 8 * (v >> 2);
+            const int2 qb = *reinterpret_cast<const int2*>(&S.qb[st][c]);
+            const float2 fb = *reinterpret_cast<const float2*>(&S.fb[st][c]);
+            const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+            const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+            CUTE_UNROLL
+            for (int i = 0; i < 4; ++i) {
+              if constexpr (kFp32) {
+                // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
+                const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
+              } else {
+                acc_i(v + i) += acc(v + i) * q[i];
+                if (flush) {
+                  acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
+                  acc_i(v + i) = 0;
+                }
               }
             }
           }
-        }
-        release(st);
-        rs.advance();
-      };
-      // Unrolled by two blocks, the accumulators swapping roles; the steady-state loop has no
-      // branch, so ptxas can keep the wgmma pipeline asynchronous across it.
-      auto main_loop = [&](auto fp32_terms) {
-        BlockCursor block;  // the block being finished
-        issue_block(acc);   // block 0
-        int b = 0;
-        for (; b + 2 < p.nb; b += 2) {  // acc holds block b in flight
-          issue_block(acc2);
-          warpgroup_wait<1>();
-          finish_block(acc, block, fp32_terms);
-          block.next(p);
-          issue_block(acc);
-          warpgroup_wait<1>();
-          finish_block(acc2, block, fp32_terms);
-          block.next(p);
-        }
-        if (b + 1 < p.nb) {  // the last two blocks
-          issue_block(acc2);
-          warpgroup_wait<1>();
-          finish_block(acc, block, fp32_terms);
-          block.next(p);
-          warpgroup_wait<0>();
-          finish_block(acc2, block, fp32_terms);
-        } else {  // the last block
-          warpgroup_wait<0>();
-          finish_block(acc, block, fp32_terms);
+          release(st);
+          ps.advance();
         }
       };
       if (p.flush_period > 0)
         main_loop(std::false_type{});
       else
         main_loop(std::true_type{});
-      store(tc, [&](int v, bool, int) { return acc_f[v * 256]; });
+      store(tc, [&](int v, bool, int) { return acc_f(v); });
     }
   }
 #else
