@@ -14,10 +14,11 @@ namespace int8_hybrid_moe::gemm {
 
 namespace {
 
-// 6 stages: 32 KiB each (193 KiB) per-token, 34 KiB with the block scales (205 KiB) hybrid; the
-// kernels are bound by load latency, so the deepest pipeline that fits 227 KiB (docs/PERF.md).
+// Per-token: 6 stages of 32 KiB (193 KiB): the kernel is bound by load latency, so the deepest
+// pipeline that fits 227 KiB. Hybrid: 5 stages of 34 KiB with the block scales (171 KiB); 6
+// stages measured slower for it (docs/PERF.md v7: less L1 left for its scale copies and spills).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
-using Sm90HybridTile = Sm90TileConfig<6, true>;
+using Sm90HybridTile = Sm90TileConfig<5, true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
