@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED=1
 echo "== device =="
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 CARD="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
-add "card" "${CARD:-unknown} (SM80 code runs on this card; no A100 here)"
+add "card" "${CARD:-unknown} (SM80 kernels measured on this card too; no A100/L40 here)"
 
 if want build || want test; then
   echo "== build + all tests (scripts/run_tests.sh, archs $ARCHS) =="
