@@ -38,6 +38,14 @@ bool gemm_sm90_available() {
 #endif
 }
 
+void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
+  if (t != GemmTile::kSm90_128x128) return;
+  I8H_CHECK_ARG(gemm_sm90_available(), fn, arg,
+                "sm90_128x128 only on a compute capability 9.0 GPU with a build for arch 90",
+                detail::concat("sm90_128x128 on compute capability ", detail::current_device_cc(),
+                               I8H_WITH_SM90 ? "" : " (this build has no arch 90)"));
+}
+
 // Heuristic (docs/PERF.md):
 // - the SM90 kernel (wgmma, TMA) where it runs and experts average >= 64 rows (a 128-row tile at
 //   least half full): on H200 it beats every SM80 tile at 256 rows per expert, while at 2 rows
@@ -101,11 +109,7 @@ void check_int8_operand(const int8_t* p, const char* fn, const char* name) {
 GemmTile resolve_tile(GemmTile tile, const GroupedGemmShape& s, bool hybrid, int block_size,
                       const char* fn) {
   if (tile == GemmTile::kAuto) return select_gemm_tile(s, hybrid, block_size);
-  if (tile == GemmTile::kSm90_128x128)
-    I8H_CHECK_ARG(gemm_sm90_available(), fn, "tile",
-                  "sm90_128x128 only on a compute capability 9.0 GPU with a build for arch 90",
-                  detail::concat("sm90_128x128 on compute capability ", detail::current_device_cc(),
-                                 I8H_WITH_SM90 ? "" : " (this build has no arch 90)"));
+  require_gemm_tile_runnable(tile, fn, "tile");
   return tile;
 }
 

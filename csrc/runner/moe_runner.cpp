@@ -43,9 +43,7 @@ bool option_switch(int value, const char* field, const char* env, bool default_v
 // here so a bad tile fails before the forward's first launch.
 void validate_tile(GemmTile t, const MoeProblem& p, const char* fn, const char* arg) {
   validate_gemm_tile(t, p.scheme == QuantScheme::kHybrid, p.format.block_size, fn, arg);
-  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || gemm_sm90_available(), fn, arg,
-                "sm90_128x128 only on a compute capability 9.0 GPU with a build for arch 90",
-                "sm90_128x128 on another device or build");
+  require_gemm_tile_runnable(t, fn, arg);
 }
 
 // Shape and format rules shared by moe_workspace_size and moe_forward.

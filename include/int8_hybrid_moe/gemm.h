@@ -41,6 +41,9 @@ const char* gemm_tile_name(GemmTile t);
 void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn, const char* arg);
 // True when this build has the SM90 kernels and the current device has compute capability 9.0.
 bool gemm_sm90_available();
+// Throws InvalidArgument naming `arg` when `t` is the SM90 tile and gemm_sm90_available() is false
+// (queries the current device only then).
+void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg);
 // The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current
 // device, from the mean rows per expert R / E (the only load figure the host has without reading
 // expert_offsets): the SM90 kernel where it is available, experts average >= 64 rows and (hybrid)
