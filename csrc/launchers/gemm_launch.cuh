@@ -13,10 +13,7 @@ void launch_grouped_gemm_kernel(GroupedGemmParams& p, int64_t max_m_tiles, cudaS
   // Above 48 KiB a kernel must opt in to dynamic shared memory.
   ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
                                                        kSmem);
-  p.n_tiles = static_cast<int>((p.N + Cfg::BN - 1) / Cfg::BN);
-  const int64_t grid = max_m_tiles * p.n_tiles;
-  I8H_CHECK_ARG(grid <= 0x7fffffff, "int8_grouped_gemm", "R * N", "small enough for a 2^31 grid",
-                grid);
+  const int64_t grid = count_output_tiles(p, Cfg::BN, max_m_tiles);  // one CTA per tile
   if (grid == 0) return;
   kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, kSmem, stream>>>(p);
   I8H_CHECK_LAUNCH("grouped_gemm_sm80_kernel");

@@ -59,10 +59,7 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   auto kernel = grouped_gemm_sm90_kernel<Cfg, kScheme, Out>;
   ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
                                                        Cfg::kSmemBytes);
-  p.n_tiles = static_cast<int>((p.N + Cfg::BN - 1) / Cfg::BN);
-  const int64_t tiles = max_m_tiles * p.n_tiles;
-  I8H_CHECK_ARG(tiles <= 0x7fffffff, "int8_grouped_gemm", "R * N", "small enough for 2^31 tiles",
-                tiles);
+  const int64_t tiles = count_output_tiles(p, Cfg::BN, max_m_tiles);
   I8H_CHECK_ARG(int64_t(p.num_experts) * p.N <= 0x7fffffff, "int8_grouped_gemm", "E * N",
                 "below 2^31 (TMA row coordinate of B)", int64_t(p.num_experts) * p.N);
   if (tiles == 0) return;

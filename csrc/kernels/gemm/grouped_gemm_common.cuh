@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "int8_hybrid_moe/common.h"
 #include "kernels/gemm/group_tiles.cuh"
 
 namespace int8_hybrid_moe::gemm {
@@ -82,6 +83,16 @@ struct Pair<__half> {
 };
 
 }  // namespace detail
+
+// Launcher side: sets p.n_tiles for a tile of block_n columns and returns the number of output
+// tiles (max_m_tiles M-tiles times n_tiles), checked to fit the kernels' int tile index.
+inline int64_t count_output_tiles(GroupedGemmParams& p, int block_n, int64_t max_m_tiles) {
+  p.n_tiles = static_cast<int>((p.N + block_n - 1) / block_n);
+  const int64_t tiles = max_m_tiles * p.n_tiles;
+  I8H_CHECK_ARG(tiles <= 0x7fffffff, "int8_grouped_gemm", "R * N", "small enough for 2^31 tiles",
+                tiles);
+  return tiles;
+}
 
 // Position of a K-block inside its super group and int32 chunk, advanced block by block so the
 // main loop needs no integer division.
