@@ -15,8 +15,8 @@ namespace int8_hybrid_moe::gemm {
 namespace {
 
 // Per-token: 6 stages of 32 KiB (193 KiB): the kernel is bound by load latency, so the deepest
-// pipeline that fits 227 KiB. Hybrid: 5 stages of 34 KiB with the block scales (171 KiB); 6
-// stages measured slower for it (docs/PERF.md v7: less L1 left for its scale copies and spills).
+// pipeline that fits 227 KiB. Hybrid: 5 stages of 32 KiB plus two 16.5 KiB block-scale slots
+// (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
 using Sm90HybridTile = Sm90TileConfig<5, true>;
 

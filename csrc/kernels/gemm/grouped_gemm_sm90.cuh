@@ -13,9 +13,14 @@
 // registers (zeroed at the block's first K tile), then rescaled by QA*QB with an integer
 // multiply-add into the int32 chunk accumulator, which is flushed into fp32 times FA*FB at chunk
 // and super-group ends (or every block in fp32 when flush_period == 0): the same arithmetic as
-// the SM80 kernel. Both consumer warpgroups alternate naturally, so one's rescale overlaps the
-// other's tensor-core work. (Double-buffering the block accumulator within a warpgroup, with the
-// fp32 accumulator moved to shared memory to make room, measured slower: docs/PERF.md v6.)
+// the SM80 kernel. The block scales travel apart from the K tiles: the producer copies those of
+// kScaleBlocks blocks at a time (one contiguous run of QA/QB per row, coalesced) into one of two
+// scale slots, transposed to block-major so the consumers read them without bank conflicts.
+// The two consumer warpgroups issue their wgmmas in turn (named barriers), so the tensor core
+// runs one warpgroup's block while the other rescales its previous one; issued together they
+// would finish together and rescale together, leaving the tensor core idle meanwhile.
+// (Double-buffering the block accumulator within a warpgroup, with the fp32 accumulator moved to
+// shared memory to make room, measured slower: docs/PERF.md v6.)
 //
 // Rows of a tile past its expert's last row (TMA reads them, or zero-fills past R) and columns
 // past N are computed on padding and never stored.
@@ -55,18 +60,23 @@ struct Sm90TileConfig {
       cute::GMMA::Layout_K_SW128_Atom<int8_t>{},
       cute::make_shape(cute::Int<BN>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
   static constexpr uint32_t kStageTxBytes = (BM + BN) * BK;
-  static constexpr int kScaleStages = kHybrid ? Stages : 1;
+  // Hybrid block scales: two slots of kScaleBlocks blocks, block-major; rows padded by 4 words so
+  // the producer's transposing 4-byte copies (8 blocks x 4 rows per warp) hit 32 distinct banks.
+  static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
+  static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
 
   struct Storage {
     alignas(1024) int8_t A[Stages][BM * BK];
     alignas(1024) int8_t B[Stages][BN * BK];
-    // Hybrid: scales of the K-block whose last K tile sits in the stage.
-    alignas(16) int32_t qa[kScaleStages][BM];
-    alignas(16) int32_t qb[kScaleStages][BN];
-    alignas(16) float fa[kScaleStages][BM];
-    alignas(16) float fb[kScaleStages][BN];
+    // Hybrid: qa[slot][j][row] = QA of block (chunk start + j); fa/fb by super group of the chunk.
+    alignas(16) int32_t qa[kScaleSlots][kScaleBlocks][kScaleRowsA];
+    alignas(16) int32_t qb[kScaleSlots][kScaleBlocks][kScaleRowsB];
+    alignas(16) float fa[kScaleSlots][kScaleBlocks][kScaleRowsA];
+    alignas(16) float fb[kScaleSlots][kScaleBlocks][kScaleRowsB];
     uint64_t full[Stages];
     uint64_t empty[Stages];
+    uint64_t scale_full[kScaleSlots];
+    uint64_t scale_empty[kScaleSlots];
   };
   // +1 KiB: the dynamic shared memory base is rounded up to the 1024-byte swizzle period.
   static constexpr int kSmemBytes = static_cast<int>(sizeof(Storage)) + 1024;
@@ -94,6 +104,70 @@ struct PipeState {
   }
 };
 
+// Named barriers 1 and 2 (0 is __syncthreads) order the two consumer warpgroups' wgmma issue:
+// one warpgroup waits (sync), the other signals (arrive); 256 = both warpgroups.
+__device__ __forceinline__ void named_barrier_sync(int id) {
+  asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id) {
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
+}
+
+}  // namespace sm90
+
+namespace sm90 {
+
+// Hybrid producer (one warp): copies the scales of blocks [b0, b0 + kScaleBlocks) of tile `tc`
+// into scale slot `slot`: QA/QB of the tile's rows/columns, block-major, and FA/FB of the super
+// groups those blocks touch. Lane i copies block i % 8 of row i / 8 (+ 4 rows per step): each row's
+// run of blocks is contiguous in QA [R, nb], so a warp reads 4 runs of 32 bytes. Rows past the
+// expert or R, blocks past nb and groups past the chunk read as zero (never used).
+template <class Cfg>
+__device__ __forceinline__ void load_scale_chunk(typename Cfg::Storage& S,
+                                                 const GroupedGemmParams& p, const TileCoord& tc,
+                                                 int slot, int b0, int lane) {
+  constexpr int CB = Cfg::kScaleBlocks;
+  static_assert(CB == 8, "lane -> (row, block) mapping below assumes 8 blocks per chunk");
+  const int nblk = min(CB, p.nb - b0);
+  const int g0 = b0 / p.blocks_per_group;
+  const int ngrp = (b0 + nblk - 1) / p.blocks_per_group - g0 + 1;  // <= nblk
+  const int j = lane % CB;
+  const int64_t b_col0 = int64_t(tc.expert) * p.N + tc.n0;
+  // Loops kept rolled with running pointers: the producer has 40 registers.
+  {
+    const int32_t* src = p.QA + (tc.row0 + lane / CB) * p.nb + b0 + j;
+#pragma unroll 1
+    for (int r = lane / CB; r < Cfg::BM; r += 32 / CB, src += (32 / CB) * p.nb) {
+      const bool ok = r < tc.rows_valid && j < nblk;
+      detail::cp_async_4_zfill(&S.qa[slot][j][r], ok ? src : p.QA, ok);
+    }
+  }
+  {
+    const int32_t* src = p.QB + (b_col0 + lane / CB) * p.nb + b0 + j;
+#pragma unroll 1
+    for (int c = lane / CB; c < Cfg::BN; c += 32 / CB, src += (32 / CB) * p.nb) {
+      const bool ok = c < tc.cols_valid && j < nblk;
+      detail::cp_async_4_zfill(&S.qb[slot][j][c], ok ? src : p.QB, ok);
+    }
+  }
+  // Super-group scales: usually one group per chunk (S = 256 by default), so row-major lanes.
+#pragma unroll 1
+  for (int g = 0; g < ngrp; ++g) {
+#pragma unroll 1
+    for (int r = lane; r < Cfg::BM; r += 32) {
+      const bool ok = r < tc.rows_valid;
+      detail::cp_async_4_zfill(&S.fa[slot][g][r], ok ? p.FA + (tc.row0 + r) * p.ng + g0 + g : p.FA,
+                               ok);
+    }
+#pragma unroll 1
+    for (int c = lane; c < Cfg::BN; c += 32) {
+      const bool ok = c < tc.cols_valid;
+      detail::cp_async_4_zfill(&S.fb[slot][g][c], ok ? p.FB + (b_col0 + c) * p.ng + g0 + g : p.FB,
+                               ok);
+    }
+  }
+}
+
 }  // namespace sm90
 
 template <class Cfg, Scheme kScheme, typename Out>
@@ -108,18 +182,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kConsumerWarps = 4 * Cfg::kConsumers;
   const GroupedGemmParams& p = P.p;
 
-  extern __shared__ uint8_t smem_raw[];
-  auto& S = *reinterpret_cast<typename Cfg::Storage*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  // Rounded up to the 1024-byte swizzle period by pointer arithmetic on the shared array (not
+  // through an integer), so the compiler still knows it is shared memory and emits LDS, not LD.
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t smem_pad = (1024u - (cute::cast_smem_ptr_to_uint(smem_raw) & 1023u)) & 1023u;
+  auto& S = *reinterpret_cast<typename Cfg::Storage*>(smem_raw + smem_pad);
 
-  const int warp_group = static_cast<int>(threadIdx.x) / 128;
+  // Warp-uniform by construction (shuffled from lane 0): ptxas then treats branches on it as
+  // non-divergent and does not serialize the wgmmas behind them (C7518).
+  const int warp_group = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
-      // Hybrid: the TMA thread's arrive (with the byte count) + one cp.async arrive per lane.
-      TxBarrier::init(&S.full[s], kHybrid ? 1 + 32 : 1);
+      TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
       Barrier::init(&S.empty[s], kConsumerWarps);
+    }
+    for (int s = 0; s < Cfg::kScaleSlots; ++s) {
+      Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
+      Barrier::init(&S.scale_empty[s], kConsumerWarps);
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -134,12 +215,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
     if (warp != 0) return;
     sm90::PipeState<Stages> ps;
+    sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
-      BlockCursor block;  // hybrid: the block of K tile kt
       for (int kt = 0; kt < k_tiles; ++kt) {
+        if constexpr (kHybrid) {
+          if (kt % Cfg::kScaleBlocks == 0) {  // hybrid: K tile kt = block kt (B = BK)
+            Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
+            sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage, kt, lane);
+            // Counts as this lane's arrival once its copies so far have landed.
+            cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
+            ss.advance();
+          }
+        }
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
@@ -147,24 +237,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                                  static_cast<int>(tc.row0));
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
-        }
-        if constexpr (kHybrid) {
-          // The block of this K tile (B = BK): its scales travel with the tile.
-          for (int i = lane; i < BM; i += 32) {
-            const bool ok = i < tc.rows_valid;
-            const int64_t row = ok ? tc.row0 + i : 0;
-            detail::cp_async_4_zfill(&S.qa[ps.stage][i], p.QA + row * p.nb + block.b, ok);
-            detail::cp_async_4_zfill(&S.fa[ps.stage][i], p.FA + row * p.ng + block.g, ok);
-          }
-          for (int i = lane; i < BN; i += 32) {
-            const bool ok = i < tc.cols_valid;
-            const int64_t col = int64_t(tc.expert) * p.N + tc.n0 + (ok ? i : 0);
-            detail::cp_async_4_zfill(&S.qb[ps.stage][i], p.QB + col * p.nb + block.b, ok);
-            detail::cp_async_4_zfill(&S.fb[ps.stage][i], p.FB + col * p.ng + block.g, ok);
-          }
-          block.next(p);
-          // Counts as this lane's arrival once its copies so far have landed.
-          cutlass::arch::cpasync_barrier_arrive_noinc(&S.full[ps.stage]);
         }
         ps.advance();
       }
@@ -193,6 +265,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   sm90::PipeState<Stages> ps;
   auto release = [&](int stage) {
     if (lane == 0) Barrier::arrive(&S.empty[stage]);
+  };
+  auto release_scales = [&](int slot) {
+    if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
   };
   // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`).
   auto mma_tile = [&](int stage, bool zero) {
@@ -224,11 +299,28 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   };
 
+  // Consumer warpgroups 1 and 2 = ordinal 0 and 1 of the wgmma issue turn (hybrid).
+  const bool first_wg = warp_group == 1;
+  bool first_issue = true;
+  sm90::PipeState<Cfg::kScaleSlots> ss;
   for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
     const TileCoord tc = tile_at(t);
+    // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
+    // often short) skips its wgmmas and rescales; it still takes part in the stage hand-off.
+    // (Broadcast from lane 0 so the compiler sees a warp-uniform branch around the wgmmas; a
+    // possibly divergent one makes ptxas serialize them, C7518.)
+    const bool active = __shfl_sync(0xffffffffu, (warp_group - 1) * 64 < tc.rows_valid, 0);
     if constexpr (!kHybrid) {
       // One int32 accumulation over all of K; a stage is released once the wgmmas of the next
       // K tile are issued and the previous batch has completed.
+      if (!active) {
+        for (int kt = 0; kt < k_tiles; ++kt) {
+          TxBarrier::wait(&S.full[ps.stage], ps.phase);
+          release(ps.stage);
+          ps.advance();
+        }
+        continue;
+      }
       int prev = -1;
       for (int kt = 0; kt < k_tiles; ++kt) {
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
@@ -258,53 +350,104 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) * sbv[2 * (v >> 2) + (v & 1)];
       });
     } else {
+      const bool last_tile = t + static_cast<int>(gridDim.x) >= total_tiles;
       Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
       Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
       clear(acc_f);
       auto main_loop = [&](auto fp32_terms) {
         constexpr bool kFp32 = decltype(fp32_terms)::value;
+        int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
         // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
         for (BlockCursor block; block.b < p.nb; block.next(p)) {
           const bool flush = block.flush(p);
+          const bool last_block = block.b + 1 == p.nb;
+          if (j == 0) {
+            Barrier::wait(&S.scale_full[ss.stage], ss.phase);
+            g0 = block.g;
+          }
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          mma_tile(ps.stage, /*zero=*/true);
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(acc);
-          const int st = ps.stage;
-          const int qa_lo = S.qa[st][r_lo], qa_hi = S.qa[st][r_hi];
-          const float fa_lo = S.fa[st][r_lo], fa_hi = S.fa[st][r_hi];
-          CUTE_UNROLL
-          for (int v = 0; v < kV; v += 4) {
-            const int c = c_base + 8 * (v >> 2);
-            const int2 qb = *reinterpret_cast<const int2*>(&S.qb[st][c]);
-            const float2 fb = *reinterpret_cast<const float2*>(&S.fb[st][c]);
-            const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-            const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+          // Issue turn: warpgroup 1 after warpgroup 0 for this block, warpgroup 0 after
+          // warpgroup 1 for the previous block. Warpgroup 1 skips its very last signal, which
+          // no one would wait for.
+          if (first_wg) {
+            if (!first_issue) sm90::named_barrier_sync(2);
+            first_issue = false;
+          } else {
+            sm90::named_barrier_sync(1);
+          }
+          auto pass_turn = [&] {
+            if (first_wg)
+              sm90::named_barrier_arrive(1);
+            else if (!(last_tile && last_block))
+              sm90::named_barrier_arrive(2);
+          };
+          // One branch holds the wgmmas, their wait and the reads of their accumulator: split
+          // over several, ptxas cannot pair them and inserts waits (C7517).
+          if (!active) {
+            pass_turn();
+            release(ps.stage);
+            ps.advance();
+          } else {
+            mma_tile(ps.stage, /*zero=*/true);
+            pass_turn();
+            warpgroup_wait<0>();
+            warpgroup_fence_operand(acc);
+            release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
+            ps.advance();
+            const int sl = ss.stage;
+            const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
             CUTE_UNROLL
-            for (int i = 0; i < 4; ++i) {
+            for (int v = 0; v < kV; v += 4) {
+              const int c = c_base + 8 * (v >> 2);
+              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+              const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
               if constexpr (kFp32) {
                 // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-                const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
-                acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
+                const int gi = block.g - g0;
+                const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
+                const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
+                const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+                CUTE_UNROLL
+                for (int i = 0; i < 4; ++i) {
+                  const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                  acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
+                }
               } else {
-                acc_i(v + i) += acc(v + i) * q[i];
-                if (flush) {
-                  acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
-                  acc_i(v + i) = 0;
+                CUTE_UNROLL
+                for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
+              }
+            }
+            if constexpr (!kFp32) {
+              if (flush) {  // every flush_period blocks and at super-group ends
+                const int gi = block.g - g0;
+                const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
+                CUTE_UNROLL
+                for (int v = 0; v < kV; v += 4) {
+                  const int c = c_base + 8 * (v >> 2);
+                  const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
+                  const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) {
+                    acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
+                    acc_i(v + i) = 0;
+                  }
                 }
               }
             }
           }
-          release(st);
-          ps.advance();
+          if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
+            release_scales(ss.stage);
+            ss.advance();
+            j = 0;
+          }
         }
       };
       if (p.flush_period > 0)
         main_loop(std::false_type{});
       else
         main_loop(std::true_type{});
-      store(tc, [&](int v, bool, int) { return acc_f(v); });
+      if (active) store(tc, [&](int v, bool, int) { return acc_f(v); });
     }
   }
 #else
