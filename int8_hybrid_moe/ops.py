@@ -121,8 +121,8 @@ def cutlass_int8_grouped(
 ) -> Tensor:
     """Per-token x per-channel grouped GEMM; scale_a [R] or [1], scale_b [E, N] or [E].
 
-    tile (GemmTile): 0 auto, 1 64x64, 2 128x64, 3 128x128 (SM80 kernels), 4 sm90_128x128 (wgmma/TMA
-    kernel, compute capability 9.0 only).
+    tile (GemmTile): 0 auto, 1 64x64, 2 128x64, 3 128x128 (SM80 kernels), 4 sm90_128x128 and
+    5 sm90_128x256 (wgmma/TMA kernel, compute capability 9.0 only).
     """
     return _ops.cutlass_int8_grouped(a, scale_a, b, scale_b, expert_offsets, out_dtype, tile)
 
@@ -142,7 +142,7 @@ def cutlass_int8_blockwise_hybrid_grouped(
     tile: int = 0,
 ) -> Tensor:
     """Hybrid blockwise grouped GEMM (docs/FORMAT.md); tile as for cutlass_int8_grouped, without
-    3 (128x128); 4 (sm90_128x128) needs block_size 128."""
+    3 (128x128) and 5 (sm90_128x256); 4 (sm90_128x128) needs block_size 128."""
     return _ops.cutlass_int8_blockwise_hybrid_grouped(
         a, Qa, Fa, b, Qb, Fb, expert_offsets, block_size, super_group, q_max, out_dtype, tile
     )

@@ -193,8 +193,8 @@ int main(int argc, char** argv) {
     const double ops = 2.0 * R * N * K;
 
     for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128,
-                       GemmTile::kSm90_128x128}) {
-      if (t == GemmTile::kSm90_128x128 && !gemm_sm90_available()) continue;
+                       GemmTile::kSm90_128x128, GemmTile::kSm90_128x256}) {
+      if (is_sm90_tile(t) && !gemm_sm90_available()) continue;
       PerTokenGemmArgs pa;
       pa.A = A;
       pa.scale_a = SA;
@@ -208,7 +208,7 @@ int main(int argc, char** argv) {
       rows.push_back({g.name, "per-token",
                       std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used), R, N,
                       K, ms, ops / (ms * 1e-3) / 1e12});
-      if (t == GemmTile::k128x128) continue;  // per-token only
+      if (t == GemmTile::k128x128 || t == GemmTile::kSm90_128x256) continue;  // per-token only
       HybridGemmArgs ha;
       ha.A = A;
       ha.QA = QA;

@@ -26,6 +26,8 @@ const char* gemm_tile_name(GemmTile t) {
       return "128x128";
     case GemmTile::kSm90_128x128:
       return "sm90_128x128";
+    case GemmTile::kSm90_128x256:
+      return "sm90_128x256";
   }
   return "invalid";
 }
@@ -39,11 +41,13 @@ bool gemm_sm90_available() {
 }
 
 void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
-  if (t != GemmTile::kSm90_128x128) return;
-  I8H_CHECK_ARG(gemm_sm90_available(), fn, arg,
-                "sm90_128x128 only on a compute capability 9.0 GPU with a build for arch 90",
-                detail::concat("sm90_128x128 on compute capability ", detail::current_device_cc(),
-                               I8H_WITH_SM90 ? "" : " (this build has no arch 90)"));
+  if (!is_sm90_tile(t)) return;
+  I8H_CHECK_ARG(
+      gemm_sm90_available(), fn, arg,
+      detail::concat(gemm_tile_name(t),
+                     " only on a compute capability 9.0 GPU with a build for arch 90"),
+      detail::concat(gemm_tile_name(t), " on compute capability ", detail::current_device_cc(),
+                     I8H_WITH_SM90 ? "" : " (this build has no arch 90)"));
 }
 
 // Heuristic (docs/PERF.md):
@@ -59,7 +63,7 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
   if (gemm_sm90_available() && (!hybrid || block_size == 128) && mean_rows >= 64)
-    return GemmTile::kSm90_128x128;
+    return hybrid ? GemmTile::kSm90_128x128 : GemmTile::kSm90_128x256;
   if (hybrid) return mean_rows < 1024 ? GemmTile::k64x64 : GemmTile::k128x64;
   return mean_rows < 96 ? GemmTile::k64x64 : GemmTile::k128x128;
 }
@@ -68,7 +72,7 @@ void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn,
   I8H_CHECK_ARG(static_cast<int>(t) >= 0 && t <= kLastGemmTile, fn, arg, "a GemmTile value",
                 static_cast<int>(t));
   if (!hybrid) return;
-  I8H_CHECK_ARG(t != GemmTile::k128x128, fn, arg,
+  I8H_CHECK_ARG(t != GemmTile::k128x128 && t != GemmTile::kSm90_128x256, fn, arg,
                 "64x64, 128x64 or sm90_128x128 for the hybrid GEMM", gemm_tile_name(t));
   // One K-block per K tile (128), two blocks in flight.
   I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || block_size == 128, fn, "block_size (B)",
@@ -124,15 +128,15 @@ int64_t schedule_tiles(const GroupedGemmShape& s, const int64_t* expert_offsets,
   return s.R / block_m + s.num_experts;
 }
 
-void launch_sm90(bool hybrid, DType out, gemm::GroupedGemmParams& p, int64_t max_m_tiles,
-                 cudaStream_t stream) {
+void launch_sm90(GemmTile t, bool hybrid, DType out, gemm::GroupedGemmParams& p,
+                 int64_t max_m_tiles, cudaStream_t stream) {
 #if I8H_WITH_SM90
   if (hybrid)
     gemm::launch_hybrid_gemm_sm90(out, p, max_m_tiles, stream);
   else
-    gemm::launch_per_token_gemm_sm90(out, p, max_m_tiles, stream);
+    gemm::launch_per_token_gemm_sm90(t, out, p, max_m_tiles, stream);
 #else
-  (void)hybrid, (void)out, (void)p, (void)max_m_tiles, (void)stream;
+  (void)t, (void)hybrid, (void)out, (void)p, (void)max_m_tiles, (void)stream;
   throw CudaError(
       "grouped GEMM: the SM90 kernels are not in this build");  // resolve_tile prevents it
 #endif
@@ -178,8 +182,8 @@ void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& a,
   p.scale_b_per_channel = a.scale_b_per_channel;
   const int64_t max_m_tiles =
       schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
-  if (t == GemmTile::kSm90_128x128)
-    launch_sm90(/*hybrid=*/false, a.out_dtype, p, max_m_tiles, stream);
+  if (is_sm90_tile(t))
+    launch_sm90(t, /*hybrid=*/false, a.out_dtype, p, max_m_tiles, stream);
   else
     gemm::launch_per_token_gemm(t, a.out_dtype, p, max_m_tiles, stream);
 }
@@ -217,8 +221,8 @@ void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat&
   p.flush_period = static_cast<int>(int32_blocks_per_flush(fmt));
   const int64_t max_m_tiles =
       schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
-  if (t == GemmTile::kSm90_128x128)
-    launch_sm90(/*hybrid=*/true, a.out_dtype, p, max_m_tiles, stream);
+  if (is_sm90_tile(t))
+    launch_sm90(t, /*hybrid=*/true, a.out_dtype, p, max_m_tiles, stream);
   else if (a.out_dtype == DType::kBFloat16)
     gemm::launch_hybrid_gemm_bf16(t, bk, p, max_m_tiles, stream);
   else

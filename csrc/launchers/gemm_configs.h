@@ -23,7 +23,7 @@ void launch_hybrid_gemm_fp16(GemmTile tile, int bk, GroupedGemmParams& p, int64_
                              cudaStream_t stream);
 
 // The SM90 kernels (gemm_sm90.cu, compiled for sm_90a only; present when I8H_WITH_SM90).
-void launch_per_token_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
+void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                                 cudaStream_t stream);
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream);
@@ -33,6 +33,7 @@ inline int tile_block_m(GemmTile t) {
   return t == GemmTile::k64x64 ? 64 : 128;
 }
 inline int tile_block_n(GemmTile t) {
+  if (t == GemmTile::kSm90_128x256) return 256;
   return t == GemmTile::k128x128 || t == GemmTile::kSm90_128x128 ? 128 : 64;
 }
 

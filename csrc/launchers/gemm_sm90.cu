@@ -14,10 +14,12 @@ namespace int8_hybrid_moe::gemm {
 
 namespace {
 
-// Per-token: 6 stages of 32 KiB (193 KiB): the kernel is bound by load latency, so the deepest
-// pipeline that fits 227 KiB. Hybrid: 5 stages of 32 KiB plus two 16.5 KiB block-scale slots
-// (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
+// Per-token 128 x 128: 6 stages of 32 KiB (193 KiB), the deepest pipeline that fits 227 KiB.
+// Per-token 128 x 256: 4 stages of 48 KiB (193 KiB); a quarter fewer L2 -> SM bytes per output
+// than 128 x 128 (docs/PERF.md v8). Hybrid: 5 stages of 32 KiB plus two 16.5 KiB block-scale
+// slots (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
+using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
 using Sm90HybridTile = Sm90TileConfig<5, true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -83,9 +85,12 @@ void launch_sm90_for(DType out, GroupedGemmParams& p, int64_t max_m_tiles, cudaS
 
 }  // namespace
 
-void launch_per_token_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
+void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                                 cudaStream_t stream) {
-  launch_sm90_for<Sm90PerTokenTile, Scheme::kPerToken>(out, p, max_m_tiles, stream);
+  if (tile == GemmTile::kSm90_128x256)
+    launch_sm90_for<Sm90PerTokenWideTile, Scheme::kPerToken>(out, p, max_m_tiles, stream);
+  else
+    launch_sm90_for<Sm90PerTokenTile, Scheme::kPerToken>(out, p, max_m_tiles, stream);
 }
 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,

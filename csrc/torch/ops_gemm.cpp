@@ -13,8 +13,10 @@ namespace int8_hybrid_moe::torch_ext {
 namespace {
 
 GemmTile to_tile(int64_t tile, const char* fn) {
-  I8H_TORCH_CHECK(tile >= 0 && tile <= static_cast<int64_t>(kLastGemmTile), fn, "tile",
-                  "0 (auto), 1 (64x64), 2 (128x64), 3 (128x128) or 4 (sm90_128x128), got ", tile);
+  I8H_TORCH_CHECK(
+      tile >= 0 && tile <= static_cast<int64_t>(kLastGemmTile), fn, "tile",
+      "0 (auto), 1 (64x64), 2 (128x64), 3 (128x128), 4 (sm90_128x128) or 5 (sm90_128x256), got ",
+      tile);
   return static_cast<GemmTile>(tile);
 }
 

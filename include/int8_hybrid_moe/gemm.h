@@ -30,18 +30,24 @@ struct GroupedGemmShape {
 // select_gemm_tile() (docs/PERF.md); the others force a config (tests, tuning).
 //  - k64x64, k128x64, k128x128: SM80 kernels (mma.sync, cp.async), any GPU of SM80 or newer;
 //    k128x128 is per-token only.
-//  - kSm90_128x128: SM90 kernel (wgmma, TMA, warp-specialized, persistent), H100 / H200 only, in
-//    builds whose INT8HYBRID_CUDA_ARCHS include 90; the hybrid scheme needs block_size 128.
-enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128, kSm90_128x128 };
-inline constexpr GemmTile kLastGemmTile = GemmTile::kSm90_128x128;  // enum range for checks
+//  - kSm90_128x128, kSm90_128x256: SM90 kernel (wgmma, TMA, warp-specialized, persistent),
+//    H100 / H200 only, in builds whose INT8HYBRID_CUDA_ARCHS include 90; the hybrid scheme needs
+//    block_size 128 and takes 128x128 only (128x256 is per-token only).
+enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128, kSm90_128x128, kSm90_128x256 };
+inline constexpr GemmTile kLastGemmTile = GemmTile::kSm90_128x256;  // enum range for checks
+// True for the tiles of the SM90 kernel.
+constexpr bool is_sm90_tile(GemmTile t) {
+  return t == GemmTile::kSm90_128x128 || t == GemmTile::kSm90_128x256;
+}
 const char* gemm_tile_name(GemmTile t);
-// The rules of a requested tile (enum value; hybrid: not 128x128, and block_size 128 for the SM90
-// tile), shared by the GEMM entry points and the runner, which checks them before its first
-// launch. Needs no GPU: whether an SM90 tile runs on the current device is checked at launch.
+// The rules of a requested tile (enum value; hybrid: not 128x128 / sm90_128x256, and block_size
+// 128 for the SM90 tile), shared by the GEMM entry points and the runner, which checks them before
+// its first launch. Needs no GPU: whether an SM90 tile runs on the current device is checked at
+// launch.
 void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn, const char* arg);
 // True when this build has the SM90 kernels and the current device has compute capability 9.0.
 bool gemm_sm90_available();
-// Throws InvalidArgument naming `arg` when `t` is the SM90 tile and gemm_sm90_available() is false
+// Throws InvalidArgument naming `arg` when `t` is an SM90 tile and gemm_sm90_available() is false
 // (queries the current device only then).
 void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg);
 // The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current

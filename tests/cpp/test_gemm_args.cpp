@@ -175,13 +175,15 @@ TEST(GemmArgs, HybridPointersAlignmentFormatTileAndWorkspace) {
   EXPECT_BAD_ARG(hy(s, fmt(128, 256, 0), hy_args()), kHY, "q_max", "in [1, 127]");
   EXPECT_BAD_ARG(hy(s, fmt(128, 256, 128), hy_args()), kHY, "q_max", "in [1, 127]");
   EXPECT_BAD_ARG(hy(s, fmt(128, 256, -5), hy_args()), kHY, "q_max", "in [1, 127]");
-  // Tiles: 128x128 is a per-token-only config; an out-of-range enum is rejected.
+  // Tiles: 128x128 and sm90_128x256 are per-token-only configs; an out-of-range enum is rejected.
   EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), GemmTile::k128x128), kHY, "tile",
+                 "64x64, 128x64 or sm90_128x128");
+  EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), GemmTile::kSm90_128x256), kHY, "tile",
                  "64x64, 128x64 or sm90_128x128");
   // The SM90 tile's K tile is 128: B = 64 is rejected before any device query.
   EXPECT_BAD_ARG(hy(s, fmt(64, 256, 16), hy_args(), fake(9), ws_bytes(), GemmTile::kSm90_128x128),
                  kHY, "block_size (B)", "128 for the sm90_128x128 tile");
-  EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), static_cast<GemmTile>(5)), kHY, "tile",
+  EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), static_cast<GemmTile>(6)), kHY, "tile",
                  "a GemmTile value");
   EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), static_cast<GemmTile>(-2)), kHY, "tile",
                  "a GemmTile value");
@@ -196,9 +198,9 @@ TEST(GemmArgs, EmptyProblemIsANoOp) {
   GroupedGemmShape s = good_shape();
   s.R = 0;
   for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128,
-                     GemmTile::kSm90_128x128}) {
+                     GemmTile::kSm90_128x128, GemmTile::kSm90_128x256}) {
     EXPECT_NO_THROW(pt(s, pt_args(), fake(9), ws_bytes(), t));
-    if (t != GemmTile::k128x128) {
+    if (t != GemmTile::k128x128 && t != GemmTile::kSm90_128x256) {
       EXPECT_NO_THROW(hy(s, HybridFormat{}, hy_args(), fake(9), ws_bytes(), t));
     }
   }

@@ -85,14 +85,15 @@ FuzzProblem draw_problem(std::mt19937_64& g) {
                     (c.scheme != moe::QuantScheme::kHybrid || c.fmt.block_size == 128);
   const moe::GemmTile hy[] = {moe::GemmTile::kAuto, moe::GemmTile::k64x64, moe::GemmTile::k128x64,
                               moe::GemmTile::kSm90_128x128};
-  const moe::GemmTile pt[] = {moe::GemmTile::kAuto, moe::GemmTile::k64x64, moe::GemmTile::k128x64,
-                              moe::GemmTile::k128x128, moe::GemmTile::kSm90_128x128};
+  const moe::GemmTile pt[] = {moe::GemmTile::kAuto,         moe::GemmTile::k64x64,
+                              moe::GemmTile::k128x64,       moe::GemmTile::k128x128,
+                              moe::GemmTile::kSm90_128x128, moe::GemmTile::kSm90_128x256};
   if (c.scheme == moe::QuantScheme::kHybrid) {
     f.tile1 = hy[uni(0, sm90 ? 3 : 2)];
     f.tile2 = hy[uni(0, sm90 ? 3 : 2)];
   } else {
-    f.tile1 = pt[uni(0, sm90 ? 4 : 3)];
-    f.tile2 = pt[uni(0, sm90 ? 4 : 3)];
+    f.tile1 = pt[uni(0, sm90 ? 5 : 3)];
+    f.tile2 = pt[uni(0, sm90 ? 5 : 3)];
   }
   return f;
 }

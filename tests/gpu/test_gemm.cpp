@@ -395,12 +395,15 @@ void run_per_token_case_once(const PerTokenCase& c) {
   EXPECT_EQ(bad, 0);
 }
 
+// As run_hybrid_case: an auto-tiled case also runs on both SM90 tiles where they apply.
 void run_per_token_case(const PerTokenCase& c) {
   run_per_token_case_once(c);
   if (c.tile == GemmTile::kAuto && gemm_sm90_available()) {
-    PerTokenCase sm90 = c;
-    sm90.tile = GemmTile::kSm90_128x128;
-    run_per_token_case_once(sm90);
+    for (GemmTile t : {GemmTile::kSm90_128x128, GemmTile::kSm90_128x256}) {
+      PerTokenCase sm90 = c;
+      sm90.tile = t;
+      run_per_token_case_once(sm90);
+    }
   }
 }
 
@@ -409,8 +412,8 @@ TEST(PerTokenGroupedGemm, MoeShapesAllTilesBothDtypes) {
   std::mt19937_64 rng(i8h_test::fresh_seed());
   for (DType out : {DType::kBFloat16, DType::kFloat16})
     for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128,
-                       GemmTile::kSm90_128x128}) {
-      if (t == GemmTile::kSm90_128x128 && !gemm_sm90_available()) continue;
+                       GemmTile::kSm90_128x128, GemmTile::kSm90_128x256}) {
+      if (is_sm90_tile(t) && !gemm_sm90_available()) continue;
       PerTokenCase c;
       std::poisson_distribution<int64_t> rows(50);
       for (int e = 0; e < 16; ++e) c.pb.rows_per_expert.push_back(e % 5 == 0 ? 0 : rows(rng));

@@ -155,7 +155,7 @@ def test_permute_quantize_fused(cuda, lib, gen, dtype, scheme):
 
 # ---- GEMMs -----------------------------------------------------------------------------------------
 COUNTS = [[0, 5, 0, 70, 1, 0], [1], [0, 0, 3]]
-SM90_TILE = 4  # GemmTile::kSm90_128x128
+SM90_TILE, SM90_WIDE_TILE = 4, 5  # GemmTile::kSm90_128x128, kSm90_128x256 (per-token only)
 IS_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
 
@@ -197,7 +197,7 @@ def test_per_token_grouped_gemm(cuda, lib, gen, dtype, counts, per_row, per_chan
     sa = a.scale if per_row else torch.tensor([0.02], device="cuda")
     sb = w.scale if per_channel else torch.rand(E, generator=gen).add(0.5).mul(1e-3).to("cuda")
     offs = offsets_from_counts(counts)
-    for tile in [0, 1, 2, 3] + ([SM90_TILE] if IS_SM90 else []):
+    for tile in [0, 1, 2, 3] + ([SM90_TILE, SM90_WIDE_TILE] if IS_SM90 else []):
         out = lib.cutlass_int8_grouped(a.q, sa, w.q, sb, offs, dtype, tile)
         for e in range(E):
             lo, hi = int(offs[e]), int(offs[e + 1])

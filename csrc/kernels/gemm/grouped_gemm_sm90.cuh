@@ -41,16 +41,20 @@
 
 namespace int8_hybrid_moe::gemm {
 
-template <int Stages_, bool kHybrid_>
+// BN = 128 or 256 output channels per tile (256: per-token only, 128 accumulator registers).
+template <int Stages_, bool kHybrid_, int BN_ = 128>
 struct Sm90TileConfig {
-  static constexpr int BM = 128, BN = 128, BK = 128, Stages = Stages_;
+  static constexpr int BM = 128, BN = BN_, BK = 128, Stages = Stages_;
+  static_assert(BN == 128 || (BN == 256 && !kHybrid_),
+                "BN 256 leaves no registers for the hybrid's int32 and fp32 accumulators");
   static constexpr bool kHybrid = kHybrid_;
   static constexpr int kConsumers = 2;                           // warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (1 + kConsumers);        // + the producer warpgroup
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128*40 + 256*232 <= 64K
-  using TiledMma =
-      decltype(cute::make_tiled_mma(cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN{},
-                                    cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+  using MmaAtom = std::conditional_t<BN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
+                                     cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN>;
+  using TiledMma = decltype(cute::make_tiled_mma(
+      MmaAtom{}, cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
   // 8 rows x 128 bytes, 128-byte swizzle: what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and a
   // K-major wgmma descriptor reads.
   using SmemLayoutA = decltype(cute::tile_to_shape(
@@ -284,10 +288,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   using Out2 = typename detail::Pair<Out>::type;
   // Stores value pairs (v, v+1) = columns (c, c+1) of row r_lo (v % 4 == 0) or r_hi (v % 4 == 2);
   // value_of(v, hi, c) gives the fp32 result of value v (hi: row r_hi, c: its column).
-  auto store = [&](const TileCoord& tc, auto&& value_of) {
+  // Values [v0, v1) only (the per-token epilogue stores a 128-column chunk at a time).
+  auto store = [&](const TileCoord& tc, auto&& value_of, int v0, int v1) {
     Out* gC = reinterpret_cast<Out*>(p.C) + tc.row0 * p.N + tc.n0;
     CUTE_UNROLL
-    for (int v = 0; v < kV; v += 2) {
+    for (int v = v0; v < v1; v += 2) {
       const bool hi = (v & 2) != 0;
       const int r = hi ? r_hi : r_lo, c = c_base + 8 * (v >> 2);
       if (r < tc.rows_valid && c < tc.cols_valid) {  // N % 8 == 0: c + 1 is valid too
@@ -338,17 +343,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
       const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
                                                            : int64_t(tc.expert));
-      float sbv[kV / 2];  // columns c_base + 8j + {0, 1}
+      // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns' scales
+      // at once spill with the 128 x 256 tile).
+      constexpr int kChunkV = 64;
       CUTE_UNROLL
-      for (int j = 0; j < kV / 4; ++j) {
-        const int c = c_base + 8 * j;
-        const bool ok = c < tc.cols_valid;
-        sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
-        sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+      for (int v0 = 0; v0 < kV; v0 += kChunkV) {
+        float sbv[kChunkV / 2];  // columns c_base + 8 (v0 / 4 + j) + {0, 1}
+        CUTE_UNROLL
+        for (int j = 0; j < kChunkV / 4; ++j) {
+          const int c = c_base + 8 * (v0 / 4 + j);
+          const bool ok = c < tc.cols_valid;
+          sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
+          sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+        }
+        store(
+            tc,
+            [&](int v, bool hi, int) {
+              return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
+                     sbv[2 * ((v - v0) >> 2) + (v & 1)];
+            },
+            v0, v0 + kChunkV);
       }
-      store(tc, [&](int v, bool hi, int) {
-        return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) * sbv[2 * (v >> 2) + (v & 1)];
-      });
     } else {
       const bool last_tile = t + static_cast<int>(gridDim.x) >= total_tiles;
       Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
@@ -447,7 +462,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         main_loop(std::false_type{});
       else
         main_loop(std::true_type{});
-      if (active) store(tc, [&](int v, bool, int) { return acc_f(v); });
+      if (active)
+        store(
+            tc, [&](int v, bool, int) { return acc_f(v); }, 0, kV);
     }
   }
 #else
