@@ -18,20 +18,21 @@
 #include <string>
 #include <vector>
 
+#include "cuda_timer.h"
 #include "int8_hybrid_moe/gemm.h"
 
 using namespace int8_hybrid_moe;
 
 namespace {
 
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "bench_gemm: %s failed: %s\n", #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                    \
-    }                                                                                  \
-  } while (0)
+// Prints the failing call and exits; also the error hook of the shared timer.
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "bench_gemm: %s failed: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+#define CK(x) check((x), #x)
 
 __device__ uint32_t hash32(uint64_t i, uint32_t seed) {
   uint64_t x = i * 0x9E3779B97F4A7C15ull + seed;
@@ -63,21 +64,13 @@ T* dalloc(size_t n) {
   return p;
 }
 
+// Upper median of `iters` event-timed launches on the legacy stream, after `warmup` launches.
 float median_ms(const std::function<void()>& fn, int warmup, int iters) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<cudaEvent_t> ev(2 * iters);
-  for (auto& e : ev) CK(cudaEventCreate(&e));
-  for (int i = 0; i < iters; ++i) {
-    CK(cudaEventRecord(ev[2 * i]));
-    fn();
-    CK(cudaEventRecord(ev[2 * i + 1]));
-  }
-  CK(cudaDeviceSynchronize());
-  std::vector<float> t(iters);
-  for (int i = 0; i < iters; ++i) CK(cudaEventElapsedTime(&t[i], ev[2 * i], ev[2 * i + 1]));
-  for (auto& e : ev) CK(cudaEventDestroy(e));
-  std::sort(t.begin(), t.end());
-  return t[iters / 2];
+  i8h_tools::TimerConfig tc;
+  tc.warmup = warmup;
+  tc.iters = iters;
+  return i8h_tools::upper_median(i8h_tools::time_iterations_ms(
+      tc, [&](int) { fn(); }, check));
 }
 
 struct Row {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bench_cli.h"
+#include "cuda_timer.h"
 #include "int8_hybrid_moe/moe.h"
 #include "int8_hybrid_moe/reference.h"
 
@@ -99,68 +100,35 @@ std::vector<T> download(const void* d, size_t n) {
   return h;
 }
 
-class Events {
- public:
-  explicit Events(size_t n) : ev_(n, nullptr) {
-    for (auto& e : ev_) CK(cudaEventCreate(&e));
-  }
-  ~Events() {
-    for (auto e : ev_)
-      if (e) cudaEventDestroy(e);
-  }
-  Events(const Events&) = delete;
-  Events& operator=(const Events&) = delete;
-  cudaEvent_t operator[](size_t i) const { return ev_[i]; }
-
- private:
-  std::vector<cudaEvent_t> ev_;
-};
-
-float elapsed_ms(cudaEvent_t a, cudaEvent_t b) {
-  float ms = 0;
-  CK(cudaEventElapsedTime(&ms, a, b));
-  return ms;
-}
-
 // Cold-L2 timing protocol shared by every path.
 struct Timing {
-  cudaStream_t stream = nullptr;
+  i8h_tools::TimerConfig cfg;  // stream, warmup, iters and the flush buffer
   DevMem flush;
-  int warmup = 0, iters = 1;
 
   // fwd(rotation copy). Returns per-iteration ms.
   std::vector<float> total(const std::function<void(int)>& fwd) const {
-    for (int i = 0; i < warmup; ++i) fwd(i % kRotations);
-    Events ev(2 * static_cast<size_t>(iters));
-    for (int i = 0; i < iters; ++i) {
-      CK(cudaMemsetAsync(flush.as(), i & 0xFF, flush.bytes(), stream));
-      CK(cudaEventRecord(ev[2 * i], stream));
-      fwd(i % kRotations);
-      CK(cudaEventRecord(ev[2 * i + 1], stream));
-    }
-    CK(cudaStreamSynchronize(stream));
-    std::vector<float> ms(iters);
-    for (int i = 0; i < iters; ++i) ms[i] = elapsed_ms(ev[2 * i], ev[2 * i + 1]);
-    return ms;
+    return i8h_tools::time_iterations_ms(
+        cfg, [&](int i) { fwd(i % kRotations); }, check_cuda);
   }
 
   // Per-stage medians, from a separate loop so the stage events cannot perturb `total`.
   std::vector<double> stages(const std::function<void(int, const MoeStageEvents*)>& fwd) const {
     constexpr int kE = kNumMoeStages + 1;
-    Events ev(static_cast<size_t>(iters) * kE);
+    const int iters = cfg.iters;
+    i8h_tools::CudaEvents ev(static_cast<size_t>(iters) * kE, check_cuda);
     for (int i = 0; i < iters; ++i) {
       MoeStageEvents se;
       for (int s = 0; s < kE; ++s) se.events[s] = ev[static_cast<size_t>(i) * kE + s];
-      CK(cudaMemsetAsync(flush.as(), i & 0xFF, flush.bytes(), stream));
+      i8h_tools::flush_l2(cfg, i, check_cuda);
       fwd(i % kRotations, &se);
     }
-    CK(cudaStreamSynchronize(stream));
+    CK(cudaStreamSynchronize(cfg.stream));
     std::vector<double> med(kNumMoeStages);
     for (int s = 0; s < kNumMoeStages; ++s) {
       std::vector<float> ms(iters);
       for (int i = 0; i < iters; ++i)
-        ms[i] = elapsed_ms(ev[static_cast<size_t>(i) * kE + s],
-                           ev[static_cast<size_t>(i) * kE + s + 1]);
+        ms[i] = i8h_tools::elapsed_ms(ev[static_cast<size_t>(i) * kE + s],
+                                      ev[static_cast<size_t>(i) * kE + s + 1], check_cuda);
       med[s] = summarize_times(ms).median_ms;
     }
     return med;
@@ -608,18 +576,16 @@ double measure_copy_gbps(cudaStream_t stream, int64_t* bytes_used) {
   }
   *bytes_used = static_cast<int64_t>(bytes);
   CK(cudaMemsetAsync(src.as(), 1, bytes, stream));
-  for (int i = 0; i < 2; ++i)
-    CK(cudaMemcpyAsync(dst.as(), src.as(), bytes, cudaMemcpyDeviceToDevice, stream));
-  constexpr int kReps = 7;
-  Events ev(2 * kReps);
-  for (int i = 0; i < kReps; ++i) {
-    CK(cudaEventRecord(ev[2 * i], stream));
-    CK(cudaMemcpyAsync(dst.as(), src.as(), bytes, cudaMemcpyDeviceToDevice, stream));
-    CK(cudaEventRecord(ev[2 * i + 1], stream));
-  }
-  CK(cudaStreamSynchronize(stream));
-  std::vector<float> ms(kReps);
-  for (int i = 0; i < kReps; ++i) ms[i] = elapsed_ms(ev[2 * i], ev[2 * i + 1]);
+  i8h_tools::TimerConfig tc;  // 2 warm-up copies, 7 timed
+  tc.stream = stream;
+  tc.warmup = 2;
+  tc.iters = 7;
+  const std::vector<float> ms = i8h_tools::time_iterations_ms(
+      tc,
+      [&](int) {
+        CK(cudaMemcpyAsync(dst.as(), src.as(), bytes, cudaMemcpyDeviceToDevice, stream));
+      },
+      check_cuda);
   const double t = summarize_times(ms).median_ms * 1e-3;
   return 2.0 * static_cast<double>(bytes) / t * 1e-9;  // read + write
 }
@@ -686,10 +652,12 @@ int run(const BenchArgs& a) {
   const int E = a.num_experts;
   const size_t flush_bytes =
       std::max<size_t>(2 * static_cast<size_t>(prop.l2CacheSize), size_t(64) << 20);
-  cx.timing.stream = cx.stream;
   cx.timing.flush = DevMem(flush_bytes, "L2 flush buffer");
-  cx.timing.warmup = a.warmup;
-  cx.timing.iters = a.iters;
+  cx.timing.cfg.stream = cx.stream;
+  cx.timing.cfg.flush = cx.timing.flush.as();
+  cx.timing.cfg.flush_bytes = cx.timing.flush.bytes();
+  cx.timing.cfg.warmup = a.warmup;
+  cx.timing.cfg.iters = a.iters;
   rep.timing_method = detail::concat(
       "CUDA events around each whole forward; median/p10/p90 of ", a.iters, " iterations after ",
       a.warmup, " warm-up; before every timed iteration L2 is flushed by a ", flush_bytes >> 20,

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_timer.h"
 #include "int8_hybrid_moe/kernels.h"
 
 using namespace int8_hybrid_moe;
@@ -67,27 +68,14 @@ struct Result {
 
 int g_iters = 25;
 
-// Median time (us) of `iters` runs of fn(i) (i rotates the buffer set), after warm-up.
+// Median time (us) of `iters` runs of fn(i) (i rotates the buffer set), after 3 warm-up runs; a
+// host sync after each run keeps the runs from overlapping.
 double time_median_us(const std::function<void(int)>& fn) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) fn(i);
-  CK(cudaDeviceSynchronize());
-  std::vector<double> t;
-  for (int i = 0; i < g_iters; ++i) {
-    CK(cudaEventRecord(a));
-    fn(i);
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e3);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  i8h_tools::TimerConfig tc;
+  tc.warmup = 3;
+  tc.iters = g_iters;
+  tc.sync_each_iteration = true;
+  return i8h_tools::upper_median(i8h_tools::time_iterations_ms(tc, fn, check)) * 1e3;
 }
 
 // Number of buffer copies so that one rotation exceeds twice the L2 size.

@@ -195,12 +195,14 @@ struct MoeFixture {
 };
 
 // One eager forward on `stream` into a fresh poisoned output; returns its raw words.
+// invalid_ids: optional device counter of out-of-range topk ids (moe_forward's argument).
 inline std::vector<uint16_t> run_forward(const MoeFixture& f, const int8_hybrid_moe::MoeOptions& o,
-                                         cudaStream_t stream) {
+                                         cudaStream_t stream, int32_t* invalid_ids = nullptr) {
   DeviceBuffer<uint8_t> ws(int8_hybrid_moe::moe_workspace_size(f.p, o));
   DeviceBuffer<uint16_t> out(size_t(f.c.M * f.c.K));
   if (cudaDeviceSynchronize() != cudaSuccess) throw std::runtime_error("before forward");
-  int8_hybrid_moe::moe_forward(f.p, o, f.inputs(), f.w, out.get(), ws.get(), ws.size(), stream);
+  int8_hybrid_moe::moe_forward(f.p, o, f.inputs(), f.w, out.get(), ws.get(), ws.size(), stream,
+                               nullptr, invalid_ids);
   if (cudaStreamSynchronize(stream) != cudaSuccess) throw std::runtime_error("forward failed");
   return out.download();
 }
