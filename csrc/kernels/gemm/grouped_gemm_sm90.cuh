@@ -51,13 +51,8 @@ struct Sm90TileConfig {
   static constexpr int kConsumers = 2;                           // warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (1 + kConsumers);        // + the producer warpgroup
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128*40 + 256*232 <= 64K
-  // Hybrid: the 128 columns as two 64-column wgmma batches (kParts), so a warpgroup rescales
-  // the first half while the tensor core still runs the second. Per-token: one batch of BN.
-  static constexpr int kParts = kHybrid ? 2 : 1;
-  using MmaAtom = std::conditional_t<
-      kHybrid, cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN,
-      std::conditional_t<BN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
-                         cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN>>;
+  using MmaAtom = std::conditional_t<BN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
+                                     cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN>;
   using TiledMma = decltype(cute::make_tiled_mma(
       MmaAtom{}, cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
   // 8 rows x 128 bytes, 128-byte swizzle: what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and a
@@ -262,16 +257,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   Tensor sB = make_tensor(make_smem_ptr(&S.B[0][0]), typename Cfg::SmemLayoutB{});
   Tensor tCrA = thr.make_fragment_A(thr.partition_A(sA));  // (MMA, 1, BK/32, Stages) descriptors
   Tensor tCrB = thr.make_fragment_B(thr.partition_B(sB));
-  // int32, BN/2 values: (atom values, 1, kParts), part n = columns [n BN/kParts, (n+1) BN/kParts).
-  Tensor acc = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});
+  Tensor acc = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32, BN/2 values
   constexpr int kV = decltype(size(acc))::value;
-  constexpr int kPartV = kV / Cfg::kParts;
   constexpr int kKSteps = BK / 32;
-  static_assert(kV == BN / 2 && decltype(size<2>(acc))::value == Cfg::kParts,
-                "one 64 x BN wgmma accumulator per consumer warpgroup, in kParts column parts");
+  static_assert(kV == BN / 2, "one 64 x BN wgmma accumulator per consumer warpgroup");
   // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
-  // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) (also across the parts: part n's
-  // first value is v = n * kPartV, column n * 8 * kPartV / 4).
+  // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4).
   const int r_lo = (warp_group - 1) * 64 + warp * 16 + lane / 4, r_hi = r_lo + 8;
   const int c_base = 2 * (lane % 4);
 
@@ -282,21 +273,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto release_scales = [&](int slot) {
     if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
   };
-  // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`), one
-  // committed batch per column part.
+  // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`).
   auto mma_tile = [&](int stage, bool zero) {
+    mma.accumulate_ = zero ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
     warpgroup_fence_operand(acc);
     warpgroup_arrive();
     CUTE_UNROLL
-    for (int n = 0; n < Cfg::kParts; ++n) {
-      mma.accumulate_ = zero ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-      CUTE_UNROLL
-      for (int k = 0; k < kKSteps; ++k) {
-        cute::gemm(mma, tCrA(_, 0, k, stage), tCrB(_, n, k, stage), acc(_, 0, n));
-        mma.accumulate_ = GMMA::ScaleOut::One;
-      }
-      warpgroup_commit_batch();
+    for (int k = 0; k < kKSteps; ++k) {
+      cute::gemm(mma, tCrA(_, _, k, stage), tCrB(_, _, k, stage), acc);
+      mma.accumulate_ = GMMA::ScaleOut::One;
     }
+    warpgroup_commit_batch();
   };
   using Out2 = typename detail::Pair<Out>::type;
   // Stores value pairs (v, v+1) = columns (c, c+1) of row r_lo (v % 4 == 0) or r_hi (v % 4 == 2);
@@ -419,47 +406,33 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           } else {
             mma_tile(ps.stage, /*zero=*/true);
             pass_turn();
-            const int sl = ss.stage;
-            const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-            // Rescales values [v0, v0 + kPartV) of the block accumulator into acc_i (acc_f).
-            auto rescale = [&](int v0) {
-              CUTE_UNROLL
-              for (int v = v0; v < v0 + kPartV; v += 4) {
-                const int c = c_base + 8 * (v >> 2);
-                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-                if constexpr (kFp32) {
-                  // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-                  const int gi = block.g - g0;
-                  const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
-                  const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
-                  const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
-                  CUTE_UNROLL
-                  for (int i = 0; i < 4; ++i) {
-                    const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
-                    acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
-                  }
-                } else {
-                  CUTE_UNROLL
-                  for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
-                }
-              }
-            };
-            static_assert(Cfg::kParts == 2, "the waits below are written for two parts");
-            warpgroup_wait<1>();  // part 0 done, part 1 may still run on the tensor core
-            {
-              auto part = acc(_, 0, 0);
-              warpgroup_fence_operand(part);
-            }
-            rescale(0);
             warpgroup_wait<0>();
-            {
-              auto part = acc(_, 0, 1);
-              warpgroup_fence_operand(part);
-            }
+            warpgroup_fence_operand(acc);
             release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
             ps.advance();
-            rescale(kPartV);
+            const int sl = ss.stage;
+            const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+            CUTE_UNROLL
+            for (int v = 0; v < kV; v += 4) {
+              const int c = c_base + 8 * (v >> 2);
+              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+              const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+              if constexpr (kFp32) {
+                // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
+                const int gi = block.g - g0;
+                const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
+                const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
+                const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+                CUTE_UNROLL
+                for (int i = 0; i < 4; ++i) {
+                  const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                  acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
+                }
+              } else {
+                CUTE_UNROLL
+                for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
+              }
+            }
             if constexpr (!kFp32) {
               if (flush) {  // every flush_period blocks and at super-group ends
                 const int gi = block.g - g0;
