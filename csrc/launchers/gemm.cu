@@ -51,9 +51,11 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 }
 
 // Heuristic (docs/PERF.md):
-// - the SM90 kernel (wgmma, TMA) where it runs and experts average >= 64 rows (a 128-row tile at
-//   least half full): on H200 it beats every SM80 tile at 256 rows per expert, while at 2 rows
-//   per expert (decode) the SM80 64x64 tile is faster (docs/PERF.md, v5-v6);
+// - the SM90 kernel (wgmma, TMA) wherever it runs (and, hybrid, B = 128): on the H200 it beats
+//   every SM80 tile both at 256 rows per expert (the default shape) and at 2 rows per expert
+//   (decode, M = 64), since a consumer warpgroup whose 64 rows are all padding skips its wgmmas
+//   (docs/PERF.md v8-v9). Per-token takes the 128 x 256 tile (fewer L2 -> SM bytes per output;
+//   faster than 128 x 128 at both loads), the hybrid the 128 x 128 tile (its only SM90 tile).
 // SM80 tiles (measured on H100 at the default MoE shape, mean 256 rows/expert):
 // - hybrid: 64x64 tiles (4 warps, two CTAs per SM) beat 128x64 on both MoE GEMMs (1.37 vs 1.50 ms
 //   and 1.06 vs 1.08 ms); 128x64 is kept for very large experts, where a 64-row tile re-reads
@@ -62,7 +64,7 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 //   (decode: a 128-row tile would be mostly padding).
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
-  if (gemm_sm90_available() && (!hybrid || block_size == 128) && mean_rows >= 64)
+  if (gemm_sm90_available() && (!hybrid || block_size == 128))
     return hybrid ? GemmTile::kSm90_128x128 : GemmTile::kSm90_128x256;
   if (hybrid) return mean_rows < 1024 ? GemmTile::k64x64 : GemmTile::k128x64;
   return mean_rows < 96 ? GemmTile::k64x64 : GemmTile::k128x128;

@@ -52,8 +52,8 @@ bool gemm_sm90_available();
 void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg);
 // The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current
 // device, from the mean rows per expert R / E (the only load figure the host has without reading
-// expert_offsets): the SM90 kernel where it is available, experts average >= 64 rows and (hybrid)
-// block_size is 128, else an SM80 tile. Queries the current device.
+// expert_offsets): the SM90 kernel where it is available and (hybrid) block_size is 128, else an
+// SM80 tile chosen by the mean. Queries the current device.
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size = 128);
 
 // Bytes of workspace both grouped GEMMs need (per-expert tile offsets).

@@ -201,15 +201,28 @@ void run_hybrid_case_once(const HybridCase& c) {
   EXPECT_EQ(bad, 0);
 }
 
-// Runs the case as given and, when it leaves the tile to the heuristic (which picks the SM90 kernel
-// only for experts of >= 64 rows on average), once more on the SM90 kernel where it applies, so
-// every case also covers the wgmma path on H100 / H200.
+// The tiles an auto-tiled case runs on besides the heuristic's pick: the SM80 64x64 tile and the
+// SM90 tiles where they run (hybrid: sm90_128x128 with B = 128), so every case covers both the
+// mma.sync and the wgmma kernels on H100 / H200, whichever the heuristic picks there.
+std::vector<GemmTile> other_tiles(const GroupedProblem& pb, bool hybrid, int block_size) {
+  std::vector<GemmTile> tiles = {GemmTile::k64x64};
+  if (gemm_sm90_available() && (!hybrid || block_size == 128)) {
+    tiles.push_back(GemmTile::kSm90_128x128);
+    if (!hybrid) tiles.push_back(GemmTile::kSm90_128x256);
+  }
+  const GemmTile picked =
+      select_gemm_tile(GroupedGemmShape{pb.R(), pb.N, pb.K, pb.E()}, hybrid, block_size);
+  tiles.erase(std::remove(tiles.begin(), tiles.end(), picked), tiles.end());
+  return tiles;
+}
+
 void run_hybrid_case(const HybridCase& c) {
   run_hybrid_case_once(c);
-  if (c.tile == GemmTile::kAuto && gemm_sm90_available() && c.fmt.block_size == 128) {
-    HybridCase sm90 = c;
-    sm90.tile = GemmTile::kSm90_128x128;
-    run_hybrid_case_once(sm90);
+  if (c.tile != GemmTile::kAuto) return;
+  for (GemmTile t : other_tiles(c.pb, /*hybrid=*/true, c.fmt.block_size)) {
+    HybridCase other = c;
+    other.tile = t;
+    run_hybrid_case_once(other);
   }
 }
 
@@ -395,15 +408,13 @@ void run_per_token_case_once(const PerTokenCase& c) {
   EXPECT_EQ(bad, 0);
 }
 
-// As run_hybrid_case: an auto-tiled case also runs on both SM90 tiles where they apply.
 void run_per_token_case(const PerTokenCase& c) {
   run_per_token_case_once(c);
-  if (c.tile == GemmTile::kAuto && gemm_sm90_available()) {
-    for (GemmTile t : {GemmTile::kSm90_128x128, GemmTile::kSm90_128x256}) {
-      PerTokenCase sm90 = c;
-      sm90.tile = t;
-      run_per_token_case_once(sm90);
-    }
+  if (c.tile != GemmTile::kAuto) return;
+  for (GemmTile t : other_tiles(c.pb, /*hybrid=*/false, 128)) {
+    PerTokenCase other = c;
+    other.tile = t;
+    run_per_token_case_once(other);
   }
 }
 
