@@ -199,7 +199,7 @@ TEST(BenchCli, HelpListsEverythingWithDefaults) {
                         "one token row",
                         "5e-2 * rms(ref)",
                         "relative L2",
-                        "8e-3 / sqrt(tokens)",
+                        "8e-3 * max row norm / norm(ref)",
                         "Exit code 2"})
     EXPECT_NE(h.find(s), std::string::npos) << "help lacks " << s;
 }
@@ -292,6 +292,28 @@ TEST(BenchCli, AgreementCriterion) {
 }
 
 // The three conditions one by one, on 8 token rows of 16 elements (rows of 1.0, one row small).
+// Condition (3) scales with the largest row: rows of uneven norm (row 0 ten times the others), row
+// 0 moved by 0.07 per element (a step under 1/127 of its values): relative L2 6.8e-3, inside
+// 8e-3 * 40 / ||ref|| = 7.7e-3 (the equal-rows form 8e-3 / sqrt(8) = 2.8e-3 would reject it);
+// twice that fails.
+TEST(BenchCli, AgreementRelL2FollowsTheLargestRow) {
+  constexpr int64_t kRow = 16, kTokens = 8;
+  std::vector<float> ref(kRow * kTokens, 1.0f);
+  for (int64_t k = 0; k < kRow; ++k) ref[size_t(k)] = 10.0f;
+  std::vector<float> got = ref;
+  for (int64_t k = 0; k < kRow; ++k) got[size_t(k)] += 0.07f;
+  Agreement a = check_agreement(got, ref, DType::kBFloat16, kRow);
+  const double norm = std::sqrt(16 * 100.0 + 7 * 16.0);
+  EXPECT_NEAR(a.rel_l2_limit, 8e-3 * 40.0 / norm, 1e-12);
+  EXPECT_NEAR(a.rel_l2, 0.07 * 4.0 / norm, 1e-6);
+  EXPECT_TRUE(a.rel_l2_ok) << describe_agreement(a);
+  EXPECT_TRUE(a.agree) << describe_agreement(a);
+  for (int64_t k = 0; k < kRow; ++k) got[size_t(k)] += 0.07f;
+  a = check_agreement(got, ref, DType::kBFloat16, kRow);
+  EXPECT_FALSE(a.rel_l2_ok) << describe_agreement(a);
+  EXPECT_FALSE(a.agree);
+}
+
 TEST(BenchCli, AgreementCriterionConditions) {
   constexpr int64_t kRow = 16, kTokens = 8;
   std::vector<float> ref(kRow * kTokens, 1.0f);
@@ -299,7 +321,7 @@ TEST(BenchCli, AgreementCriterionConditions) {
   const double rms = std::sqrt((7 * 16 * 1.0 + 16 * 1e-4) / 128.0);
   // One re-quantized row: every element of row 3 off by 0.004 (4x the tight bound of a small
   // element, well inside the loose one); the row moves by 0.4 of its own norm but the whole
-  // sample by 1.5e-3 < 8e-3 / sqrt(8).
+  // sample by 1.5e-3 < 8e-3 * (largest row norm 4) / ||ref||.
   std::vector<float> got = ref;
   for (int64_t k = 0; k < kRow; ++k) got[3 * kRow + k] += 0.004f;
   Agreement a = check_agreement(got, ref, DType::kBFloat16, kRow);
@@ -307,7 +329,7 @@ TEST(BenchCli, AgreementCriterionConditions) {
   EXPECT_EQ(a.num_bad, kRow);
   EXPECT_EQ(a.allowed_outside_tight, kRow);  // max(floor(0.001 * 128), one row)
   EXPECT_NEAR(a.rms_ref, rms, 1e-6);
-  EXPECT_NEAR(a.rel_l2_limit, 8e-3 / std::sqrt(8.0), 1e-12);
+  EXPECT_NEAR(a.rel_l2_limit, 8e-3 * 4.0 / std::sqrt(7 * 16 + 16 * 1e-4), 1e-12);
   EXPECT_LT(a.worst_err_over_loose, 1.0);
   EXPECT_NE(describe_agreement(a).find("16/128 outside tight"), std::string::npos)
       << describe_agreement(a);

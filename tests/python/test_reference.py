@@ -135,6 +135,21 @@ def test_agreement_criterion():
     assert ref.dtype_ulp(torch.tensor([1.0]), torch.bfloat16).item() == 2.0**-7
 
 
+def test_agreement_rel_l2_follows_the_largest_row():
+    """Condition (3) scales with the largest row (the native CLI test of the same name)."""
+    r = torch.ones((8, 16))
+    r[0] = 10.0
+    g = r.clone()
+    g[0] += 0.07
+    a = ref.check_agreement(g, r, torch.bfloat16)
+    norm = math.sqrt(16 * 100.0 + 7 * 16.0)
+    assert abs(a.rel_l2_limit - 8e-3 * 40.0 / norm) < 1e-12
+    assert a.rel_l2_ok and a.agree, ref.describe_agreement(a)
+    g[0] += 0.07
+    a = ref.check_agreement(g, r, torch.bfloat16)
+    assert not a.rel_l2_ok and not a.agree
+
+
 def test_agreement_criterion_conditions():
     """The three conditions one by one, as tests/cpp/test_bench_cli.cpp checks the native CLI's
     check_agreement on the same numbers: 8 token rows of 16 elements, row 3 small."""
@@ -147,7 +162,7 @@ def test_agreement_criterion_conditions():
     a = ref.check_agreement(g, r, torch.bfloat16)
     assert a.agree, ref.describe_agreement(a)
     assert a.num_bad == row and a.allowed_outside_tight == row
-    assert abs(a.rel_l2_limit - 8e-3 / math.sqrt(rows)) < 1e-12
+    assert abs(a.rel_l2_limit - 8e-3 * 4.0 / math.sqrt(7 * 16 + 16 * 1e-4)) < 1e-12
     assert "16/128 outside tight" in ref.describe_agreement(a)
     # The same without a row allowance fails (1).
     a = ref.check_agreement(g, r, torch.bfloat16, row_len=0)
