@@ -3,6 +3,8 @@
 //
 //   bench_gemm [--num-tokens 8192] [--hidden 2048] [--intermediate 512] [--num-experts 256]
 //              [--top-k 8] [--iters 50] [--warmup 10] [--seed 0] [--json PATH]
+//              [--tiles NAME,NAME,...]   (forced tiles to time besides auto: 64x64, 128x64,
+//                                         128x128, sm90_128x128, sm90_128x256; default all)
 //
 // Timing: CUDA events around each launch, warm-up, median over iterations. The operands of the
 // default shape (A 128 MiB, B 512 MiB for GEMM1) are far larger than L2, so no rotation is needed.
@@ -85,7 +87,7 @@ int main(int argc, char** argv) {
   int64_t M = 8192, hidden = 2048, inter = 512;
   int E = 256, top_k = 8, iters = 50, warmup = 10;
   uint32_t seed = 0;
-  std::string json;
+  std::string json, tiles_arg;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -113,10 +115,33 @@ int main(int argc, char** argv) {
       seed = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--json")
       json = next();
+    else if (a == "--tiles")
+      tiles_arg = next();
     else {
       std::fprintf(stderr, "bench_gemm: unknown argument %s\n", a.c_str());
       return 1;
     }
+  }
+  const GemmTile all_tiles[] = {GemmTile::kAuto,         GemmTile::k64x64,
+                                GemmTile::k128x64,       GemmTile::k128x128,
+                                GemmTile::kSm90_128x128, GemmTile::kSm90_128x256};
+  std::vector<GemmTile> tiles;
+  for (GemmTile t : all_tiles) {
+    const std::string name = gemm_tile_name(t);
+    const bool listed = ("," + tiles_arg + ",").find("," + name + ",") != std::string::npos;
+    if (t == GemmTile::kAuto || tiles_arg.empty() || listed) tiles.push_back(t);
+  }
+  for (size_t at = 0; !tiles_arg.empty() && at != std::string::npos;) {
+    const size_t end = tiles_arg.find(',', at);
+    const std::string name = tiles_arg.substr(at, end == std::string::npos ? end : end - at);
+    bool known = false;
+    for (GemmTile t : all_tiles)
+      known = known || (t != GemmTile::kAuto && name == gemm_tile_name(t));
+    if (!known) {
+      std::fprintf(stderr, "bench_gemm: --tiles: unknown tile '%s'\n", name.c_str());
+      return 1;
+    }
+    at = end == std::string::npos ? end : end + 1;
   }
   int ndev = 0;
   if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -185,8 +210,7 @@ int main(int argc, char** argv) {
     const GroupedGemmShape shape{R, N, K, E};
     const double ops = 2.0 * R * N * K;
 
-    for (GemmTile t : {GemmTile::kAuto, GemmTile::k64x64, GemmTile::k128x64, GemmTile::k128x128,
-                       GemmTile::kSm90_128x128, GemmTile::kSm90_128x256}) {
+    for (GemmTile t : tiles) {
       if (is_sm90_tile(t) && !gemm_sm90_available()) continue;
       PerTokenGemmArgs pa;
       pa.A = A;

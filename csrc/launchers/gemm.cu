@@ -97,8 +97,8 @@ void validate_shape(const GroupedGemmShape& s, const void* workspace, size_t wor
   validate_reduction_dim(s.K, fn, "shape.K");
   I8H_CHECK_NOT_NULL(expert_offsets, fn, "expert_offsets");
   I8H_CHECK_NOT_NULL(C, fn, "C");
-  I8H_CHECK_ARG(reinterpret_cast<uintptr_t>(C) % 4 == 0, fn, "C", "4-byte aligned",
-                "a misaligned pointer");
+  I8H_CHECK_ARG(reinterpret_cast<uintptr_t>(C) % 16 == 0, fn, "C",
+                "16-byte aligned (the epilogue stores 16 bytes)", "a misaligned pointer");
   I8H_CHECK_NOT_NULL(workspace, fn, "workspace");
   I8H_CHECK_ARG(workspace_bytes >= grouped_gemm_workspace_size(s.num_experts), fn,
                 "workspace_bytes",

@@ -5,8 +5,8 @@
 // [expert_offsets[e], expert_offsets[e+1]) (device int64 [E+1], monotone; experts may be empty;
 // rows at or past expert_offsets[E] are never written, and their values never reach an output;
 // the SM90 kernel may read them while loading whole tiles). B int8 [E, N, K] (K
-// contiguous). C [R, N] in bf16 or fp16. Problem sizes are read on the device, so calls are
-// CUDA-graph capturable and need no host round-trip.
+// contiguous). C [R, N] in bf16 or fp16 (N % 8 == 0; A, B and C 16-byte aligned). Problem
+// sizes are read on the device, so calls are CUDA-graph capturable and need no host round-trip.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -108,7 +108,9 @@ TEST(GemmArgs, PerTokenPointersAlignmentAndWorkspace) {
   EXPECT_BAD_ARG(pt(s, a), kPT, "C", "non-null");
   a = pt_args();
   a.C = off_by(6, 2);
-  EXPECT_BAD_ARG(pt(s, a), kPT, "C", "4-byte aligned");
+  EXPECT_BAD_ARG(pt(s, a), kPT, "C", "16-byte aligned");
+  a.C = off_by(6, 8);  // 4- and 8-byte aligned are not enough for the 16-byte stores
+  EXPECT_BAD_ARG(pt(s, a), kPT, "C", "16-byte aligned");
   a = pt_args();
   a.scale_a = nullptr;
   EXPECT_BAD_ARG(pt(s, a), kPT, "scale_a", "non-null");
@@ -161,8 +163,8 @@ TEST(GemmArgs, HybridPointersAlignmentFormatTileAndWorkspace) {
   a.B = off_by<int8_t>(4, 12);
   EXPECT_BAD_ARG(hy(s, f, a), kHY, "B", "16-byte aligned");
   a = hy_args();
-  a.C = off_by(8, 2);
-  EXPECT_BAD_ARG(hy(s, f, a), kHY, "C", "4-byte aligned");
+  a.C = off_by(8, 4);
+  EXPECT_BAD_ARG(hy(s, f, a), kHY, "C", "16-byte aligned");
   a = hy_args();
   a.out_dtype = static_cast<DType>(-1);
   EXPECT_BAD_ARG(hy(s, f, a), kHY, "out_dtype", "bfloat16 (0) or float16 (1)");

@@ -12,6 +12,7 @@
 
 #include "int8_hybrid_moe/common.h"
 #include "kernels/gemm/group_tiles.cuh"
+#include "kernels/gemm/register_ops.cuh"
 
 namespace int8_hybrid_moe::gemm {
 
@@ -81,6 +82,17 @@ template <>
 struct Pair<__half> {
   using type = __half2;
 };
+
+// Two output values rounded once and packed as they lie in memory (x at the lower address).
+template <typename Out>
+__device__ __forceinline__ uint32_t pack_out2(float x, float y) {
+  typename Pair<Out>::type pair;
+  pair.x = to_out<Out>(x);
+  pair.y = to_out<Out>(y);
+  uint32_t bits;
+  memcpy(&bits, &pair, sizeof(bits));
+  return bits;
+}
 
 }  // namespace detail
 

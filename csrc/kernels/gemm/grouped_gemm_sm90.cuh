@@ -265,6 +265,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4).
   const int r_lo = (warp_group - 1) * 64 + warp * 16 + lane / 4, r_hi = r_lo + 8;
   const int c_base = 2 * (lane % 4);
+#ifdef I8H_EXP_NO_MAGIC_I2F
+  auto to_float = [](int x) { return static_cast<float>(x); };
+#else
+  auto to_float = [](int x) { return detail::int_to_float_rn(x); };
+#endif
 
   sm90::PipeState<Stages> ps;
   auto release = [&](int stage) {
@@ -285,21 +290,41 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
     warpgroup_commit_batch();
   };
-  using Out2 = typename detail::Pair<Out>::type;
-  // Stores value pairs (v, v+1) = columns (c, c+1) of row r_lo (v % 4 == 0) or r_hi (v % 4 == 2);
-  // value_of(v, hi, c) gives the fp32 result of value v (hi: row r_hi, c: its column).
-  // Values [v0, v1) only (the per-token epilogue stores a 128-column chunk at a time).
+  // Stores values [v0, v1) (v0, v1 multiples of 16) of the accumulator layout, value_of(v, hi)
+  // giving the fp32 result of value v (hi: row r_hi). Per row half and group of four 8-column
+  // blocks, the quad's 4-byte pairs are transposed so each lane writes one block's 8 columns as
+  // one 16-byte store: full 32-byte sectors, a quarter of the store instructions (PERF.md v11).
   auto store = [&](const TileCoord& tc, auto&& value_of, int v0, int v1) {
     Out* gC = reinterpret_cast<Out*>(p.C) + tc.row0 * p.N + tc.n0;
+    const int q = lane % 4;
     CUTE_UNROLL
-    for (int v = v0; v < v1; v += 2) {
-      const bool hi = (v & 2) != 0;
-      const int r = hi ? r_hi : r_lo, c = c_base + 8 * (v >> 2);
-      if (r < tc.rows_valid && c < tc.cols_valid) {  // N % 8 == 0: c + 1 is valid too
-        Out2 pair;
-        pair.x = detail::to_out<Out>(value_of(v, hi, c));
-        pair.y = detail::to_out<Out>(value_of(v + 1, hi, c + 1));
-        *reinterpret_cast<Out2*>(gC + int64_t(r) * p.N + c) = pair;
+    for (int vb = v0; vb < v1; vb += 16) {
+      CUTE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+#ifdef I8H_EXP_OLD_STORE
+        using Out2 = typename detail::Pair<Out>::type;
+        CUTE_UNROLL
+        for (int jj = 0; jj < 4; ++jj) {
+          const int v = vb + 4 * jj + 2 * h, r = h ? r_hi : r_lo, c = c_base + 8 * (v >> 2);
+          if (r < tc.rows_valid && c < tc.cols_valid) {
+            Out2 pair;
+            pair.x = detail::to_out<Out>(value_of(v, h != 0));
+            pair.y = detail::to_out<Out>(value_of(v + 1, h != 0));
+            *reinterpret_cast<Out2*>(gC + int64_t(r) * p.N + c) = pair;
+          }
+        }
+#else
+        uint32_t w[4];  // columns c_base + 8 * (vb / 4 + jj) + {0, 1}
+        CUTE_UNROLL
+        for (int jj = 0; jj < 4; ++jj) {
+          const int v = vb + 4 * jj + 2 * h;
+          w[jj] = detail::pack_out2<Out>(value_of(v, h != 0), value_of(v + 1, h != 0));
+        }
+        const uint4 block = detail::quad_transpose(w, q);
+        const int r = h ? r_hi : r_lo, c = 8 * (vb / 4 + q);
+        if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
+          *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
+#endif
       }
     }
   };
@@ -358,9 +383,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         store(
             tc,
-            [&](int v, bool hi, int) {
-              return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
-                     sbv[2 * ((v - v0) >> 2) + (v & 1)];
+            [&](int v, bool hi) {
+              return to_float(acc(v)) * (hi ? sa_hi : sa_lo) * sbv[2 * ((v - v0) >> 2) + (v & 1)];
             },
             v0, v0 + kChunkV);
       }
@@ -370,6 +394,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
       clear(acc_f);
+      // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
+      auto flush_chunk = [&](int sl, int gi) {
+        const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
+        CUTE_UNROLL
+        for (int v = 0; v < kV; v += 4) {
+          const int c = c_base + 8 * (v >> 2);
+          const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
+          const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+          CUTE_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            acc_f(v + i) = fmaf(to_float(acc_i(v + i)), f[i], acc_f(v + i));
+            acc_i(v + i) = 0;
+          }
+        }
+      };
+      // A flush that does not end the tile is deferred until the next block's wgmmas are
+      // issued: it needs only acc_i, acc_f and the F scales, so it runs under those wgmmas
+      // instead of holding back this warpgroup's next issue turn. Its scale slot is released
+      // after it.
+      bool pend_flush = false, pend_release = false;
+      int pend_slot = 0, pend_group = 0;
       auto main_loop = [&](auto fp32_terms) {
         constexpr bool kFp32 = decltype(fp32_terms)::value;
         int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
@@ -406,17 +451,33 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           } else {
             mma_tile(ps.stage, /*zero=*/true);
             pass_turn();
+            if (pend_flush) {  // the previous block's flush, under this block's wgmmas
+              flush_chunk(pend_slot, pend_group);
+              if (pend_release) release_scales(pend_slot);
+              pend_flush = pend_release = false;
+            }
             warpgroup_wait<0>();
             warpgroup_fence_operand(acc);
             release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
             ps.advance();
             const int sl = ss.stage;
             const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+            // QA, QB in [0, 127]: a product is below 2^14, so one IMUL of QB by the two row
+            // scales packed in 16-bit halves forms two of them. IMUL and IMAD share the
+            // half-rate pipe that bounds the rescale; the unpacking runs on the integer ALU.
+            const uint32_t qa2 = static_cast<uint32_t>(qa_lo) | static_cast<uint32_t>(qa_hi) << 16;
             CUTE_UNROLL
             for (int v = 0; v < kV; v += 4) {
               const int c = c_base + 8 * (v >> 2);
               const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+#ifdef I8H_EXP_NO_PACKED_Q
               const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+#else
+              const uint32_t px = qa2 * static_cast<uint32_t>(qb.x);
+              const uint32_t py = qa2 * static_cast<uint32_t>(qb.y);
+              const int q[4] = {static_cast<int>(px & 0xFFFFu), static_cast<int>(py & 0xFFFFu),
+                                static_cast<int>(px >> 16), static_cast<int>(py >> 16)};
+#endif
               if constexpr (kFp32) {
                 // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                 const int gi = block.g - g0;
@@ -425,7 +486,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
                 CUTE_UNROLL
                 for (int i = 0; i < 4; ++i) {
-                  const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                  const float term = to_float(acc(v + i)) * to_float(q[i]);
                   acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
                 }
               } else {
@@ -435,24 +496,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
             if constexpr (!kFp32) {
               if (flush) {  // every flush_period blocks and at super-group ends
-                const int gi = block.g - g0;
-                const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
-                CUTE_UNROLL
-                for (int v = 0; v < kV; v += 4) {
-                  const int c = c_base + 8 * (v >> 2);
-                  const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
-                  const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
-                  CUTE_UNROLL
-                  for (int i = 0; i < 4; ++i) {
-                    acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
-                    acc_i(v + i) = 0;
-                  }
-                }
+#ifndef I8H_EXP_NO_DEFER_FLUSH
+                if (!last_block) {
+                  pend_flush = true;  // after the next block's wgmmas are issued
+                  pend_slot = sl;
+                  pend_group = block.g - g0;
+                } else
+#endif
+                  flush_chunk(sl, block.g - g0);
               }
             }
           }
           if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
-            release_scales(ss.stage);
+            if (pend_flush)
+              pend_release = true;  // ... except by the deferred flush
+            else
+              release_scales(ss.stage);
             ss.advance();
             j = 0;
           }
@@ -464,7 +523,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         main_loop(std::true_type{});
       if (active)
         store(
-            tc, [&](int v, bool, int) { return acc_f(v); }, 0, kV);
+            tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
     }
   }
 #else

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A/B timing of kernel variants in one run on one card: builds bench_gemm once per variant (extra
+# CUDA compile flags, e.g. a -D switch of an experiment) in build-ab/<name>, all builds in
+# parallel, then runs the variants' benchmarks alternately, `ROUNDS` times each, so drift of the
+# card's clocks or temperature hits every variant alike.
+#
+#   scripts/ab_variants.sh "base:-DI8H_EXP_OLD_STORE" "new:" -- --tiles sm90_128x128
+#
+# Env: INT8HYBRID_CUDA_ARCHS (default 90), JOBS (default nproc), ROUNDS (default 2), OUT (JSON
+# per run, default build-ab).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+variants=()
+while [[ $# -gt 0 && "$1" != "--" ]]; do variants+=("$1"); shift; done
+[[ $# -gt 0 ]] && shift
+[[ ${#variants[@]} -eq 0 ]] && { echo "usage: $0 name:flags ... -- [bench_gemm args]" >&2; exit 2; }
+JOBS="${JOBS:-$(nproc)}"
+OUTDIR="${OUT:-$ROOT/build-ab}"
+mkdir -p "$OUTDIR"
+per=$(( JOBS / ${#variants[@]} )); [[ $per -lt 1 ]] && per=1
+GEN=()
+command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
+
+"$ROOT/scripts/fetch_deps.sh" >/dev/null
+t0=$(date +%s)
+for v in "${variants[@]}"; do
+  name="${v%%:*}" flags="${v#*:}"
+  ( cmake -S "$ROOT" -B "$ROOT/build-ab/$name" "${GEN[@]}" \
+      -DINT8HYBRID_CUDA_ARCHS="${INT8HYBRID_CUDA_ARCHS:-90}" -DINT8HYBRID_BUILD_TORCH=OFF \
+      -DINT8HYBRID_BUILD_TESTS=OFF "-DCMAKE_CUDA_FLAGS=$flags" >/dev/null &&
+    cmake --build "$ROOT/build-ab/$name" -j "$per" --target bench_gemm ) \
+    >"$OUTDIR/build-$name.log" 2>&1 &
+done
+fail=0
+for job in $(jobs -p); do wait "$job" || fail=1; done
+echo "ab_variants: built ${#variants[@]} variants in $(( $(date +%s) - t0 )) s"
+if [[ $fail -ne 0 ]]; then
+  for v in "${variants[@]}"; do tail -20 "$OUTDIR/build-${v%%:*}.log"; done
+  exit 1
+fi
+for round in $(seq 1 "${ROUNDS:-2}"); do
+  for v in "${variants[@]}"; do
+    name="${v%%:*}"
+    echo "== variant $name (round $round) =="
+    "$ROOT/build-ab/$name/bench_gemm" "$@" --json "$OUTDIR/$name-$round.json" | sed -n '/^gemm /,$p'
+  done
+done
+
+# Summary: one line per (gemm, kind, tile), the variants' times (ms) of every round side by side.
+python3 - "$OUTDIR" "${ROUNDS:-2}" "${variants[@]%%:*}" <<'PY'
+import json, sys
+out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+table, keys = {}, []
+for n in names:
+    for r in range(1, rounds + 1):
+        try:
+            rows = json.load(open(f"{out}/{n}-{r}.json"))["rows"]
+        except OSError:
+            continue
+        for row in rows:
+            k = (row["gemm"], row["kind"], row["tile"])
+            if k not in table:
+                keys.append(k)
+            table.setdefault(k, {}).setdefault(n, []).append(row["ms"])
+print("%-6s %-18s %-18s " % ("gemm", "kind", "tile") + " ".join("%-15s" % n for n in names))
+for k in keys:
+    cells = ["/".join("%.3f" % v for v in table[k].get(n, [])) or "-" for n in names]
+    print("%-6s %-18s %-18s " % k + " ".join("%-15s" % c for c in cells))
+PY

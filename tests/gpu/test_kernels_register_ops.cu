@@ -1,0 +1,83 @@
+// GPU checks of the GEMM kernels' register helpers (csrc/kernels/gemm/register_ops.cuh):
+// int_to_float_rn must equal __int2float_rn bit for bit for every one of the 2^32 int32 values,
+// and quad_transpose must move word j of lane s to word s of lane j inside every quad.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "../../csrc/kernels/gemm/register_ops.cuh"
+#include "gpu/gpu_test_util.h"
+
+namespace {
+
+using int8_hybrid_moe::gemm::detail::int_to_float_rn;
+using int8_hybrid_moe::gemm::detail::quad_transpose;
+
+// Grid-stride over all 2^32 bit patterns; counts mismatches and keeps the first one.
+__global__ void int_to_float_check_kernel(unsigned long long* bad, int* first) {
+  const uint64_t stride = uint64_t(gridDim.x) * blockDim.x;
+  for (uint64_t i = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; i < (1ull << 32);
+       i += stride) {
+    const int x = static_cast<int>(static_cast<uint32_t>(i));
+    if (__float_as_uint(int_to_float_rn(x)) != __float_as_uint(__int2float_rn(x))) {
+      if (atomicAdd(bad, 1ull) == 0ull) *first = x;
+    }
+  }
+}
+
+TEST(KernelRegisterOps, IntToFloatIsExactForEveryInt32) {
+  I8H_REQUIRE_GPU();
+  unsigned long long* bad = nullptr;
+  int* first = nullptr;
+  I8H_CUDA_OK(cudaMalloc(&bad, sizeof(*bad)));
+  I8H_CUDA_OK(cudaMalloc(&first, sizeof(*first)));
+  I8H_CUDA_OK(cudaMemset(bad, 0, sizeof(*bad)));
+  int_to_float_check_kernel<<<4096, 256>>>(bad, first);
+  I8H_CUDA_OK(cudaGetLastError());
+  unsigned long long h_bad = 0;
+  int h_first = 0;
+  I8H_CUDA_OK(cudaMemcpy(&h_bad, bad, sizeof(h_bad), cudaMemcpyDeviceToHost));
+  I8H_CUDA_OK(cudaMemcpy(&h_first, first, sizeof(h_first), cudaMemcpyDeviceToHost));
+  EXPECT_EQ(h_bad, 0ull) << "first mismatch at x = " << h_first;
+  cudaFree(bad);
+  cudaFree(first);
+}
+
+// in[warp][lane][j] -> out[warp][lane][s] = word s of lane `lane` after the transpose.
+__global__ void quad_transpose_kernel(const uint32_t* in, uint32_t* out) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t a[4] = {in[4 * t], in[4 * t + 1], in[4 * t + 2], in[4 * t + 3]};
+  const uint4 r = quad_transpose(a, threadIdx.x % 4);
+  out[4 * t] = r.x;
+  out[4 * t + 1] = r.y;
+  out[4 * t + 2] = r.z;
+  out[4 * t + 3] = r.w;
+}
+
+TEST(KernelRegisterOps, QuadTransposeMovesWordJOfLaneSToWordSOfLaneJ) {
+  I8H_REQUIRE_GPU();
+  constexpr int kThreads = 4 * 32;  // four warps
+  std::vector<uint32_t> in(4 * kThreads), out(4 * kThreads, 0xDEADBEEFu);
+  std::mt19937 rng(std::random_device{}());
+  for (auto& w : in) w = rng();
+  uint32_t *d_in = nullptr, *d_out = nullptr;
+  I8H_CUDA_OK(cudaMalloc(&d_in, in.size() * 4));
+  I8H_CUDA_OK(cudaMalloc(&d_out, out.size() * 4));
+  I8H_CUDA_OK(cudaMemcpy(d_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice));
+  I8H_CUDA_OK(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice));
+  quad_transpose_kernel<<<2, kThreads / 2>>>(d_in, d_out);
+  I8H_CUDA_OK(cudaGetLastError());
+  I8H_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+  int wrong = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    const int quad0 = t - t % 4, j = t % 4;
+    for (int s = 0; s < 4; ++s) wrong += out[4 * t + s] != in[4 * (quad0 + s) + j];
+  }
+  EXPECT_EQ(wrong, 0);
+  cudaFree(d_in);
+  cudaFree(d_out);
+}
+
+}  // namespace
