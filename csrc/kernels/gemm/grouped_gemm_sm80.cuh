@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
       for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
         int& a = elem(acc_i, v0, v1, mi, ni);
         float& f = elem(acc_f, v0, v1, mi, ni);
-        f = fmaf(detail::int_to_float_rn(a), fa[r] * fb[c], f);
+        f = fmaf(static_cast<float>(a), fa[r] * fb[c], f);
         a = 0;
       });
     };
@@ -275,7 +275,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     auto rescale_fp32 = [&](auto& blk) {
       for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
         int& b = elem(blk, v0, v1, mi, ni);
-        const float term = detail::int_to_float_rn(b) * detail::int_to_float_rn(qa[r] * qb[c]);
+        const float term = static_cast<float>(b) * static_cast<float>(qa[r] * qb[c]);
         float& f = elem(acc_f, v0, v1, mi, ni);
         f = fmaf(term, fa[r] * fb[c], f);
         b = 0;
@@ -345,9 +345,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
       } else {
         const float* sb =
             p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n : int64_t(expert));
-        v0 = detail::int_to_float_rn(elem(blk0, 0, v1, mi, ni)) * sa * sb[0];
-        v1f = detail::int_to_float_rn(elem(blk0, 1, v1, mi, ni)) * sa *
-              sb[p.scale_b_per_channel ? 1 : 0];
+        v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * sb[0];
+        v1f =
+            static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa * sb[p.scale_b_per_channel ? 1 : 0];
       }
       Out2 pair;
       pair.x = detail::to_out<Out>(v0);

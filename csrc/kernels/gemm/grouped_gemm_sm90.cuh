@@ -265,11 +265,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4).
   const int r_lo = (warp_group - 1) * 64 + warp * 16 + lane / 4, r_hi = r_lo + 8;
   const int c_base = 2 * (lane % 4);
-#ifdef I8H_EXP_NO_MAGIC_I2F
-  auto to_float = [](int x) { return static_cast<float>(x); };
-#else
-  auto to_float = [](int x) { return detail::int_to_float_rn(x); };
-#endif
 
   sm90::PipeState<Stages> ps;
   auto release = [&](int stage) {
@@ -360,20 +355,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         prev = ps.stage;
         ps.advance();
       }
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc);
-      release(prev);
       // Scales first (registers), stores after: no load waits behind a store it might alias.
-      const float sa_lo = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
-      const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
+      // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns' scales
+      // at once spill with the 128 x 256 tile). The first chunk's and the row scales are loaded
+      // before the last wgmmas complete, so their latency hides under them.
+      constexpr int kChunkV = 64;
       const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
                                                            : int64_t(tc.expert));
-      // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns' scales
-      // at once spill with the 128 x 256 tile).
-      constexpr int kChunkV = 64;
-      CUTE_UNROLL
-      for (int v0 = 0; v0 < kV; v0 += kChunkV) {
-        float sbv[kChunkV / 2];  // columns c_base + 8 (v0 / 4 + j) + {0, 1}
+      float sbv[kChunkV / 2];  // columns c_base + 8 (v0 / 4 + j) + {0, 1} of chunk v0
+      auto load_sb = [&](int v0) {
         CUTE_UNROLL
         for (int j = 0; j < kChunkV / 4; ++j) {
           const int c = c_base + 8 * (v0 / 4 + j);
@@ -381,10 +371,28 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
           sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
         }
+      };
+#ifndef I8H_EXP_NO_SCALE_PREFETCH
+      const float sa_lo = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
+      const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
+      load_sb(0);
+#endif
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc);
+      release(prev);
+#ifdef I8H_EXP_NO_SCALE_PREFETCH
+      const float sa_lo = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
+      const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
+      load_sb(0);
+#endif
+      CUTE_UNROLL
+      for (int v0 = 0; v0 < kV; v0 += kChunkV) {
+        if (v0 > 0) load_sb(v0);
         store(
             tc,
             [&](int v, bool hi) {
-              return to_float(acc(v)) * (hi ? sa_hi : sa_lo) * sbv[2 * ((v - v0) >> 2) + (v & 1)];
+              return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
+                     sbv[2 * ((v - v0) >> 2) + (v & 1)];
             },
             v0, v0 + kChunkV);
       }
@@ -404,7 +412,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
           CUTE_UNROLL
           for (int i = 0; i < 4; ++i) {
-            acc_f(v + i) = fmaf(to_float(acc_i(v + i)), f[i], acc_f(v + i));
+            acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
             acc_i(v + i) = 0;
           }
         }
@@ -486,7 +494,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
                 CUTE_UNROLL
                 for (int i = 0; i < 4; ++i) {
-                  const float term = to_float(acc(v + i)) * to_float(q[i]);
+                  const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
                   acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
                 }
               } else {

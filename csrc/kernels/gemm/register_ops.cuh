@@ -1,6 +1,5 @@
 // Register-level helpers of the GEMM kernels, free of CuTe so the GPU tests can include them:
-// an exact int32 -> fp32 conversion off the conversion pipe, and the quad transpose behind the
-// 16-byte epilogue stores.
+// the quad transpose behind the SM90 kernel's 16-byte epilogue stores.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,16 +7,6 @@
 #include <cstdint>
 
 namespace int8_hybrid_moe::gemm::detail {
-
-// int32 -> fp32, round to nearest even, bit-identical to I2F.F32.S32 (__int2float_rn) without
-// its quarter-rate conversion pipe: x = hi * 2^16 + lo, both halves made exact floats by the
-// 2^23 magic-number trick (integer add / or + FADD), then one FFMA rounds hi * 2^16 + lo once.
-// The hybrid flush converts 64 values per thread every few blocks (docs/PERF.md v11).
-__device__ __forceinline__ float int_to_float_rn(int x) {
-  const float hi = __int_as_float(0x4B400000 + (x >> 16)) - 12582912.0f;    // 1.5 * 2^23 + hi
-  const float lo = __int_as_float(0x4B000000 | (x & 0xFFFF)) - 8388608.0f;  // 2^23 + lo
-  return fmaf(hi, 65536.0f, lo);
-}
 
 // 4 x 4 transpose of 32-bit words inside each quad of lanes (lanes 4i .. 4i+3), q = lane & 3:
 // a[j] of lane s ends up as word s of lane j. In the mma / wgmma accumulator layout the lanes
