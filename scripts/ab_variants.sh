@@ -4,7 +4,7 @@
 # parallel, then runs the variants' benchmarks alternately, `ROUNDS` times each, so drift of the
 # card's clocks or temperature hits every variant alike.
 #
-#   scripts/ab_variants.sh "base:-DI8H_EXP_OLD_STORE" "new:" -- --tiles sm90_128x128
+#   scripts/ab_variants.sh "base:-DMY_OLD_PATH" "new:" -- --tiles sm90_128x128,sm90_128x256
 #
 # Env: INT8HYBRID_CUDA_ARCHS (default 90), JOBS (default nproc), ROUNDS (default 2), OUT (JSON
 # per run, default build-ab).

@@ -296,19 +296,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int vb = v0; vb < v1; vb += 16) {
       CUTE_UNROLL
       for (int h = 0; h < 2; ++h) {
-#ifdef I8H_EXP_OLD_STORE
-        using Out2 = typename detail::Pair<Out>::type;
-        CUTE_UNROLL
-        for (int jj = 0; jj < 4; ++jj) {
-          const int v = vb + 4 * jj + 2 * h, r = h ? r_hi : r_lo, c = c_base + 8 * (v >> 2);
-          if (r < tc.rows_valid && c < tc.cols_valid) {
-            Out2 pair;
-            pair.x = detail::to_out<Out>(value_of(v, h != 0));
-            pair.y = detail::to_out<Out>(value_of(v + 1, h != 0));
-            *reinterpret_cast<Out2*>(gC + int64_t(r) * p.N + c) = pair;
-          }
-        }
-#else
         uint32_t w[4];  // columns c_base + 8 * (vb / 4 + jj) + {0, 1}
         CUTE_UNROLL
         for (int jj = 0; jj < 4; ++jj) {
@@ -319,7 +306,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const int r = h ? r_hi : r_lo, c = 8 * (vb / 4 + q);
         if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
           *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
-#endif
       }
     }
   };
@@ -372,19 +358,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
         }
       };
-#ifndef I8H_EXP_NO_SCALE_PREFETCH
       const float sa_lo = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
       const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
       load_sb(0);
-#endif
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc);
       release(prev);
-#ifdef I8H_EXP_NO_SCALE_PREFETCH
-      const float sa_lo = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
-      const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
-      load_sb(0);
-#endif
       CUTE_UNROLL
       for (int v0 = 0; v0 < kV; v0 += kChunkV) {
         if (v0 > 0) load_sb(v0);
@@ -417,12 +396,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       };
-      // A flush that does not end the tile is deferred until the next block's wgmmas are
-      // issued: it needs only acc_i, acc_f and the F scales, so it runs under those wgmmas
-      // instead of holding back this warpgroup's next issue turn. Its scale slot is released
-      // after it.
-      bool pend_flush = false, pend_release = false;
-      int pend_slot = 0, pend_group = 0;
       auto main_loop = [&](auto fp32_terms) {
         constexpr bool kFp32 = decltype(fp32_terms)::value;
         int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
@@ -459,33 +432,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           } else {
             mma_tile(ps.stage, /*zero=*/true);
             pass_turn();
-            if (pend_flush) {  // the previous block's flush, under this block's wgmmas
-              flush_chunk(pend_slot, pend_group);
-              if (pend_release) release_scales(pend_slot);
-              pend_flush = pend_release = false;
-            }
             warpgroup_wait<0>();
             warpgroup_fence_operand(acc);
             release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
             ps.advance();
             const int sl = ss.stage;
             const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-            // QA, QB in [0, 127]: a product is below 2^14, so one IMUL of QB by the two row
-            // scales packed in 16-bit halves forms two of them. IMUL and IMAD share the
-            // half-rate pipe that bounds the rescale; the unpacking runs on the integer ALU.
-            const uint32_t qa2 = static_cast<uint32_t>(qa_lo) | static_cast<uint32_t>(qa_hi) << 16;
             CUTE_UNROLL
             for (int v = 0; v < kV; v += 4) {
               const int c = c_base + 8 * (v >> 2);
               const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-#ifdef I8H_EXP_NO_PACKED_Q
               const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-#else
-              const uint32_t px = qa2 * static_cast<uint32_t>(qb.x);
-              const uint32_t py = qa2 * static_cast<uint32_t>(qb.y);
-              const int q[4] = {static_cast<int>(px & 0xFFFFu), static_cast<int>(py & 0xFFFFu),
-                                static_cast<int>(px >> 16), static_cast<int>(py >> 16)};
-#endif
               if constexpr (kFp32) {
                 // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                 const int gi = block.g - g0;
@@ -504,22 +461,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
             if constexpr (!kFp32) {
               if (flush) {  // every flush_period blocks and at super-group ends
-#ifndef I8H_EXP_NO_DEFER_FLUSH
-                if (!last_block) {
-                  pend_flush = true;  // after the next block's wgmmas are issued
-                  pend_slot = sl;
-                  pend_group = block.g - g0;
-                } else
-#endif
-                  flush_chunk(sl, block.g - g0);
+                flush_chunk(sl, block.g - g0);
               }
             }
           }
           if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
-            if (pend_flush)
-              pend_release = true;  // ... except by the deferred flush
-            else
-              release_scales(ss.stage);
+            release_scales(ss.stage);
             ss.advance();
             j = 0;
           }
