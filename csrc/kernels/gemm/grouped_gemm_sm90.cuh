@@ -220,7 +220,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     if (warp != 0) return;
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
-    constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
+#ifdef I8H_EXP_HINTS
+    // A tiles are read by every N-tile of their M-tile; B by the 1-3 M-tiles of its expert.
+    constexpr uint64_t kHintA = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_LAST);
+    constexpr uint64_t kHintB = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_FIRST);
+#else
+    constexpr uint64_t kHintA = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
+    constexpr uint64_t kHintB = kHintA;
+#endif
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
@@ -237,9 +244,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
-          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
+          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kHintA, S.A[ps.stage], kt * BK,
                                  static_cast<int>(tc.row0));
-          SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
+          SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kHintB, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
         ps.advance();
@@ -314,8 +321,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const bool first_wg = warp_group == 1;
   bool first_issue = true;
   sm90::PipeState<Cfg::kScaleSlots> ss;
+#ifdef I8H_EXP_DECODE_PREFETCH
+  TileCoord next_tc{};
+  if (static_cast<int>(blockIdx.x) < total_tiles) next_tc = tile_at(blockIdx.x);
+#endif
   for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+#ifdef I8H_EXP_DECODE_PREFETCH
+    const TileCoord tc = next_tc;
+    // The next tile's coordinates, decoded while this tile's first wgmmas run.
+    auto decode_next = [&] {
+      if (t + static_cast<int>(gridDim.x) < total_tiles) next_tc = tile_at(t + gridDim.x);
+    };
+#else
     const TileCoord tc = tile_at(t);
+    auto decode_next = [] {};
+#endif
     // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
     // often short) skips its wgmmas and rescales; it still takes part in the stage hand-off.
     // (Broadcast from lane 0 so the compiler sees a warp-uniform branch around the wgmmas; a
@@ -325,6 +345,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // One int32 accumulation over all of K; a stage is released once the wgmmas of the next
       // K tile are issued and the previous batch has completed.
       if (!active) {
+        decode_next();
         for (int kt = 0; kt < k_tiles; ++kt) {
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
           release(ps.stage);
@@ -336,6 +357,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int kt = 0; kt < k_tiles; ++kt) {
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
         mma_tile(ps.stage, kt == 0);
+        if (kt == 0) decode_next();
         warpgroup_wait<1>();
         if (prev >= 0) release(prev);
         prev = ps.stage;
@@ -411,6 +433,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           // Issue turn: warpgroup 1 after warpgroup 0 for this block, warpgroup 0 after
           // warpgroup 1 for the previous block. Warpgroup 1 skips its very last signal, which
           // no one would wait for.
+#ifndef I8H_EXP_NO_TURNS
           if (first_wg) {
             if (!first_issue) sm90::named_barrier_sync(2);
             first_issue = false;
@@ -422,7 +445,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               sm90::named_barrier_arrive(1);
             else if (!(last_tile && last_block))
               sm90::named_barrier_arrive(2);
+            if (block.b == 0) decode_next();
           };
+#else
+          (void)first_issue;
+          (void)last_tile;
+          auto pass_turn = [&] {
+            if (block.b == 0) decode_next();
+          };
+#endif
           // One branch holds the wgmmas, their wait and the reads of their accumulator: split
           // over several, ptxas cannot pair them and inserts waits (C7517).
           if (!active) {
