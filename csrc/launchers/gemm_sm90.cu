@@ -20,10 +20,7 @@ namespace {
 // slots (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#ifndef I8H_EXP_HYBRID_STAGES
-#define I8H_EXP_HYBRID_STAGES 5
-#endif
-using Sm90HybridTile = Sm90TileConfig<I8H_EXP_HYBRID_STAGES, true>;
+using Sm90HybridTile = Sm90TileConfig<5, true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {

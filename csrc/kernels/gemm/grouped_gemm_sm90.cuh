@@ -16,9 +16,8 @@
 // the SM80 kernel. The block scales travel apart from the K tiles: the producer copies those of
 // kScaleBlocks blocks at a time (one contiguous run of QA/QB per row, coalesced) into one of two
 // scale slots, transposed to block-major so the consumers read them without bank conflicts.
-// The two consumer warpgroups issue their wgmmas in turn (named barriers), so the tensor core
-// runs one warpgroup's block while the other rescales its previous one; issued together they
-// would finish together and rescale together, leaving the tensor core idle meanwhile.
+// The two consumer warpgroups issue their wgmmas independently: making them take turns (named
+// barriers) so that one rescales under the other's wgmmas measured 2% slower (docs/PERF.md v12).
 // (Double-buffering the block accumulator within a warpgroup, with the fp32 accumulator moved to
 // shared memory to make room, measured slower: docs/PERF.md v6.)
 //
@@ -108,18 +107,6 @@ struct PipeState {
   }
 };
 
-// Named barriers 1 and 2 (0 is __syncthreads) order the two consumer warpgroups' wgmma issue:
-// one warpgroup waits (sync), the other signals (arrive); 256 = both warpgroups.
-__device__ __forceinline__ void named_barrier_sync(int id) {
-  asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
-}
-__device__ __forceinline__ void named_barrier_arrive(int id) {
-  asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
-}
-
-}  // namespace sm90
-
-namespace sm90 {
 
 // Hybrid producer (one warp): copies the scales of blocks [b0, b0 + kScaleBlocks) of tile `tc`
 // into scale slot `slot`: QA/QB of the tile's rows/columns, block-major, and FA/FB of the super
@@ -220,14 +207,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     if (warp != 0) return;
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
-#ifdef I8H_EXP_HINTS
-    // A tiles are read by every N-tile of their M-tile; B by the 1-3 M-tiles of its expert.
-    constexpr uint64_t kHintA = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_LAST);
-    constexpr uint64_t kHintB = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_FIRST);
-#else
-    constexpr uint64_t kHintA = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-    constexpr uint64_t kHintB = kHintA;
-#endif
+    constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
@@ -244,9 +224,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
-          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kHintA, S.A[ps.stage], kt * BK,
+          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
                                  static_cast<int>(tc.row0));
-          SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kHintB, S.B[ps.stage], kt * BK,
+          SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
         ps.advance();
@@ -317,25 +297,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   };
 
-  // Consumer warpgroups 1 and 2 = ordinal 0 and 1 of the wgmma issue turn (hybrid).
-  const bool first_wg = warp_group == 1;
-  bool first_issue = true;
   sm90::PipeState<Cfg::kScaleSlots> ss;
-#ifdef I8H_EXP_DECODE_PREFETCH
+  // Per-token: the next tile's coordinates are decoded while this tile's first wgmmas run (its
+  // binary search over tile_offsets is off the path between two tiles; measured -7% on GEMM2,
+  // whose tiles have 4 K tiles only). The hybrid decodes in place: the same change measured
+  // 3-4% slower there (docs/PERF.md v12).
   TileCoord next_tc{};
-  if (static_cast<int>(blockIdx.x) < total_tiles) next_tc = tile_at(blockIdx.x);
-#endif
+  if (!kHybrid && static_cast<int>(blockIdx.x) < total_tiles) next_tc = tile_at(blockIdx.x);
   for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
-#ifdef I8H_EXP_DECODE_PREFETCH
-    const TileCoord tc = next_tc;
-    // The next tile's coordinates, decoded while this tile's first wgmmas run.
+    const TileCoord tc = kHybrid ? tile_at(t) : next_tc;
     auto decode_next = [&] {
       if (t + static_cast<int>(gridDim.x) < total_tiles) next_tc = tile_at(t + gridDim.x);
     };
-#else
-    const TileCoord tc = tile_at(t);
-    auto decode_next = [] {};
-#endif
     // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
     // often short) skips its wgmmas and rescales; it still takes part in the stage hand-off.
     // (Broadcast from lane 0 so the compiler sees a warp-uniform branch around the wgmmas; a
@@ -398,7 +371,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             v0, v0 + kChunkV);
       }
     } else {
-      const bool last_tile = t + static_cast<int>(gridDim.x) >= total_tiles;
       Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
       Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
@@ -430,39 +402,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             g0 = block.g;
           }
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          // Issue turn: warpgroup 1 after warpgroup 0 for this block, warpgroup 0 after
-          // warpgroup 1 for the previous block. Warpgroup 1 skips its very last signal, which
-          // no one would wait for.
-#ifndef I8H_EXP_NO_TURNS
-          if (first_wg) {
-            if (!first_issue) sm90::named_barrier_sync(2);
-            first_issue = false;
-          } else {
-            sm90::named_barrier_sync(1);
-          }
-          auto pass_turn = [&] {
-            if (first_wg)
-              sm90::named_barrier_arrive(1);
-            else if (!(last_tile && last_block))
-              sm90::named_barrier_arrive(2);
-            if (block.b == 0) decode_next();
-          };
-#else
-          (void)first_issue;
-          (void)last_tile;
-          auto pass_turn = [&] {
-            if (block.b == 0) decode_next();
-          };
-#endif
           // One branch holds the wgmmas, their wait and the reads of their accumulator: split
           // over several, ptxas cannot pair them and inserts waits (C7517).
           if (!active) {
-            pass_turn();
             release(ps.stage);
             ps.advance();
           } else {
             mma_tile(ps.stage, /*zero=*/true);
-            pass_turn();
             warpgroup_wait<0>();
             warpgroup_fence_operand(acc);
             release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
