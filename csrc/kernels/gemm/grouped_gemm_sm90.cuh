@@ -107,7 +107,6 @@ struct PipeState {
   }
 };
 
-
 // Hybrid producer (one warp): copies the scales of blocks [b0, b0 + kScaleBlocks) of tile `tc`
 // into scale slot `slot`: QA/QB of the tile's rows/columns, block-major, and FA/FB of the super
 // groups those blocks touch. Lane i copies block i % 8 of row i / 8 (+ 4 rows per step): each row's
