@@ -122,27 +122,26 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  const GemmTile all_tiles[] = {GemmTile::kAuto,         GemmTile::k64x64,
-                                GemmTile::k128x64,       GemmTile::k128x128,
-                                GemmTile::kSm90_128x128, GemmTile::kSm90_128x256};
-  std::vector<GemmTile> tiles;
-  for (GemmTile t : all_tiles) {
-    const std::string name = gemm_tile_name(t);
-    const bool listed = ("," + tiles_arg + ",").find("," + name + ",") != std::string::npos;
-    if (t == GemmTile::kAuto || tiles_arg.empty() || listed) tiles.push_back(t);
-  }
+  // Tiles to time, in enum order: auto always (what the runner picks), then every forced tile,
+  // or only those --tiles names.
+  std::vector<bool> wanted(static_cast<int>(kLastGemmTile) + 1, tiles_arg.empty());
   for (size_t at = 0; !tiles_arg.empty() && at != std::string::npos;) {
     const size_t end = tiles_arg.find(',', at);
     const std::string name = tiles_arg.substr(at, end == std::string::npos ? end : end - at);
+    at = end == std::string::npos ? end : end + 1;
     bool known = false;
-    for (GemmTile t : all_tiles)
-      known = known || (t != GemmTile::kAuto && name == gemm_tile_name(t));
+    for (int t = 1; t <= static_cast<int>(kLastGemmTile); ++t) {  // 0 is auto
+      if (name != gemm_tile_name(static_cast<GemmTile>(t))) continue;
+      wanted[t] = known = true;
+    }
     if (!known) {
       std::fprintf(stderr, "bench_gemm: --tiles: unknown tile '%s'\n", name.c_str());
       return 1;
     }
-    at = end == std::string::npos ? end : end + 1;
   }
+  std::vector<GemmTile> tiles{GemmTile::kAuto};
+  for (int t = 1; t <= static_cast<int>(kLastGemmTile); ++t)
+    if (wanted[t]) tiles.push_back(static_cast<GemmTile>(t));
   int ndev = 0;
   if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
     std::fprintf(stderr, "bench_gemm: no CUDA GPU found\n");
