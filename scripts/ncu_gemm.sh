@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Nsight Compute profile of the grouped GEMM kernels (and cuBLAS's dense GEMM of the same run),
+# printed as compact tables: per kernel the duration, speed-of-light throughputs, the busiest
+# pipes and the top warp-stall reasons; then, per SM90 kernel, the SASS instructions that hold the
+# most stall samples (PC sampling), with their main stall reason. The full report stays in
+# $OUT/ncu_gemm.ncu-rep for the Nsight Compute GUI.
+#
+#   scripts/ncu_gemm.sh BUILD_DIR [bench_gemm arguments, e.g. --tiles sm90_128x128]
+#
+# Env: OUT (report folder, default BUILD_DIR), KERNELS (ncu -k filter, default the SM90 grouped
+# GEMMs and cuBLAS), LAUNCHES (ncu --launch-count, default 5), TOP (instructions listed, 25).
+set -uo pipefail
+if [[ $# -lt 1 ]]; then
+  echo "usage: $0 BUILD_DIR [bench_gemm arguments]" >&2
+  exit 2
+fi
+build=$1
+shift
+out="${OUT:-$build}"
+mkdir -p "$out"
+rep="$out/ncu_gemm"
+pipes='regex:^sm__(inst_executed_pipe_|pipe_).*(cycles_active|pipe_[a-z0-9_]+)\.avg\.pct_of_peak_sustained_active$'
+# --clock-control base (ncu's default): locked base clocks, so durations are longer than in the
+# benchmark; compare kernels of one report with each other, not with bench_gemm's milliseconds.
+ncu --force-overwrite -o "$rep" -k "${KERNELS:-regex:gemm}" \
+  --launch-count "${LAUNCHES:-5}" \
+  --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+  --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy \
+  --metrics "$pipes" \
+  "$build/bench_gemm" --iters 1 --warmup 0 "$@" >"$out/ncu_gemm.log" 2>&1
+rc=$?
+if [[ $rc -ne 0 ]]; then
+  echo "ncu_gemm: ncu exited with $rc; last lines:"
+  tail -n 30 "$out/ncu_gemm.log"
+  exit 1
+fi
+ncu -i "$rep.ncu-rep" --page raw --csv >"$out/ncu_gemm_raw.csv" 2>"$out/ncu_gemm_raw.err"
+ncu -i "$rep.ncu-rep" --page source --csv --print-source sass >"$out/ncu_gemm_sass.csv" \
+  2>"$out/ncu_gemm_sass.err" || echo "ncu_gemm: source page export failed: $(head -3 "$out/ncu_gemm_sass.err")"
+
+python3 - "$out/ncu_gemm_raw.csv" "$out/ncu_gemm_sass.csv" "${TOP:-25}" <<'PY'
+import csv, io, re, sys
+raw, sass, top = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def short(name):
+    m = re.search(r"Sm90TileConfigILi(\d)ELb(\d)ELi(\d+)", name)
+    if m:
+        return ("hybrid" if m.group(2) == "1" else "per-token") + f" sm90_128x{m.group(3)} st{m.group(1)}"
+    return name[:40]
+
+rows = list(csv.reader(open(raw)))
+if len(rows) < 3:
+    print("ncu_gemm: no kernels profiled"); sys.exit(0)
+head, units, data = rows[0], rows[1], rows[2:]
+col = {h: i for i, h in enumerate(head)}
+def get(r, k):
+    i = col.get(k)
+    try:
+        return float(r[i].replace(",", "")) if i is not None else float("nan")
+    except ValueError:
+        return float("nan")
+sol = [("gpu__time_duration.sum", "us"),
+       ("sm__throughput.avg.pct_of_peak_sustained_elapsed", "SM%"),
+       ("gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed", "mem%"),
+       ("lts__throughput.avg.pct_of_peak_sustained_elapsed", "L2%"),
+       ("dram__cycles_active.avg.pct_of_peak_sustained_elapsed", "DRAM%"),
+       ("dram__bytes.sum.per_second", "DRAM TB/s"),
+       ("sm__issue_active.avg.pct_of_peak_sustained_elapsed", "issue%")]
+to_unit = {"msecond": 1e3, "usecond": 1.0, "nsecond": 1e-3, "Tbyte/s": 1.0, "Gbyte/s": 1e-3}
+print("%-3s %-30s" % ("#", "kernel") + "".join("%10s" % s[1] for s in sol))
+for n, r in enumerate(data):
+    vals = [get(r, k) * to_unit.get(units[col[k]], 1.0) if k in col else float("nan")
+            for k, _ in sol]
+    print("%-3d %-30s" % (n, short(r[col["Kernel Name"]])) + "".join("%10.2f" % v for v in vals))
+    pipe = sorted(((get(r, h), h) for h in head if h.endswith(".avg.pct_of_peak_sustained_active")
+                   and (h.startswith("sm__inst_executed_pipe_")
+                        or (h.startswith("sm__pipe_") and "cycles_active" in h))), reverse=True)
+    pipe = [(v, h) for v, h in pipe if v == v and v >= 5][:8]
+    print("      pipes (% of active cycles): " + ", ".join(
+        "%s %.0f" % (re.sub(r"\.avg\.pct.*|^sm__|_cycles_active", "", h), v) for v, h in pipe))
+    stall = sorted(((get(r, h), h) for h in head
+                    if h.startswith("smsp__average_warps_issue_stalled_")
+                    and h.endswith("_per_issue_active.ratio")), reverse=True)
+    stall = [(v, h) for v, h in stall if v == v][:7]
+    print("      stalls per issue: " + ", ".join(
+        "%s %.2f" % (h.replace("smsp__average_warps_issue_stalled_", "").replace(
+            "_per_issue_active.ratio", ""), v) for v, h in stall))
+
+# Source page: blocks of one kernel each, a header line with the kernel name then CSV rows.
+try:
+    text = open(sass).read()
+except OSError:
+    sys.exit(0)
+blocks = re.split(r'\n(?=(?:"?Kernel Name|\[\d+\]|==PROF==|Kernel: ))', text)
+seen = set()
+for b in blocks:
+    lines = b.splitlines()
+    if not lines or lines[0] in seen:
+        continue
+    seen.add(lines[0])
+    hi = next((i for i, l in enumerate(lines) if "Source" in l and "," in l), None)
+    if hi is None:
+        continue
+    title = " ".join(lines[:hi])[:200]
+    rdr = list(csv.reader(io.StringIO("\n".join(lines[hi:]))))
+    h = rdr[0]
+    def find(*keys):
+        for k in keys:
+            for i, x in enumerate(h):
+                if x.strip().lower() == k.lower():
+                    return i
+        for k in keys:
+            for i, x in enumerate(h):
+                if k.lower() in x.lower():
+                    return i
+        return None
+    si, ai = find("Source"), find("Warp Stall Sampling (All Samples)", "Sampling Data (All)")
+    if si is None or ai is None:
+        print("source page columns:", h[:12]); continue
+    stall_cols = [i for i, x in enumerate(h) if x.startswith("stall_") or x.startswith("smsp__pcsamp")]
+    recs = []
+    for r in rdr[1:]:
+        try:
+            recs.append((float(r[ai] or 0), r))
+        except (ValueError, IndexError):
+            pass
+    total = sum(v for v, _ in recs) or 1
+    print("\n== %s: %d SASS lines, %d stall samples; top %d ==" % (short(title), len(recs), total, top))
+    for v, r in sorted(recs, key=lambda x: -x[0])[:top]:
+        why = ""
+        if stall_cols:
+            best = sorted(((float(r[i] or 0), h[i]) for i in stall_cols if r[i] not in ("", "0")),
+                          reverse=True)[:2]
+            why = " ".join("%s:%.0f" % (n.replace("smsp__pcsamp_warps_issue_stalled_", ""), c)
+                           for c, n in best)
+        print("%5.1f%%  %-60s %s" % (100 * v / total, r[si].strip()[:60], why))
+PY
