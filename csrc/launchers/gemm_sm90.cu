@@ -20,11 +20,7 @@ namespace {
 // slots (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#ifdef INT8HYBRID_HYBRID_SINGLE_ACC
 using Sm90HybridTile = Sm90TileConfig<5, true>;
-#else
-using Sm90HybridTile = Sm90TileConfig<4, true>;
-#endif
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {

@@ -67,14 +67,6 @@ struct Sm90TileConfig {
   // the producer's transposing 4-byte copies (8 blocks x 4 rows per warp) hit 32 distinct banks.
   static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
   static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
-#ifdef INT8HYBRID_HYBRID_SINGLE_ACC  // experiment switch: the v12 hybrid main loop (PERF.md v13)
-  static constexpr bool kTwoBlockAccs = false;
-#else
-  // Hybrid: two block accumulators per consumer warpgroup (block b + 1's wgmmas run while block b
-  // is rescaled); the fp32 accumulator of the int32 path lives in shared memory to make room.
-  static constexpr bool kTwoBlockAccs = kHybrid;
-#endif
-  static constexpr int kAccFloats = kTwoBlockAccs ? BM * BN : 4;
 
   struct Storage {
     alignas(1024) int8_t A[Stages][BM * BK];
@@ -84,9 +76,6 @@ struct Sm90TileConfig {
     alignas(16) int32_t qb[kScaleSlots][kScaleBlocks][kScaleRowsB];
     alignas(16) float fa[kScaleSlots][kScaleBlocks][kScaleRowsA];
     alignas(16) float fb[kScaleSlots][kScaleBlocks][kScaleRowsB];
-    // fp32 accumulator of the hybrid's int32 path: float4 (q, thread) holds values 4q..4q+3 of
-    // consumer thread `thread`, so a warp's 16-byte accesses are contiguous (conflict-free).
-    alignas(16) float acc_f[kAccFloats];
     uint64_t full[Stages];
     uint64_t empty[Stages];
     uint64_t scale_full[kScaleSlots];
@@ -270,14 +259,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto release_scales = [&](int slot) {
     if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
   };
-  // Issues the wgmmas of the K tile in `stage` into accumulator d (zeroing it first when `zero`).
-  auto mma_tile = [&](auto& d, int stage, bool zero) __attribute__((always_inline)) {
+  // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`).
+  auto mma_tile = [&](int stage, bool zero) {
     mma.accumulate_ = zero ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-    warpgroup_fence_operand(d);
+    warpgroup_fence_operand(acc);
     warpgroup_arrive();
     CUTE_UNROLL
     for (int k = 0; k < kKSteps; ++k) {
-      cute::gemm(mma, tCrA(_, _, k, stage), tCrB(_, _, k, stage), d);
+      cute::gemm(mma, tCrA(_, _, k, stage), tCrB(_, _, k, stage), acc);
       mma.accumulate_ = GMMA::ScaleOut::One;
     }
     warpgroup_commit_batch();
@@ -339,7 +328,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       int prev = -1;
       for (int kt = 0; kt < k_tiles; ++kt) {
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
-        mma_tile(acc, ps.stage, kt == 0);
+        mma_tile(ps.stage, kt == 0);
         if (kt == 0) decode_next();
         warpgroup_wait<1>();
         if (prev >= 0) release(prev);
@@ -380,7 +369,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             },
             v0, v0 + kChunkV);
       }
-    } else if constexpr (!Cfg::kTwoBlockAccs) {
+    } else {
       Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
       Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
@@ -418,7 +407,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             release(ps.stage);
             ps.advance();
           } else {
-            mma_tile(acc, ps.stage, /*zero=*/true);
+            mma_tile(ps.stage, /*zero=*/true);
             warpgroup_wait<0>();
             warpgroup_fence_operand(acc);
             release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
@@ -466,167 +455,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (active)
         store(
             tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
-    } else {
-      // Two block accumulators: block b + 1's wgmmas are issued before block b's sum is rescaled,
-      // so a warpgroup's integer work runs under its own tensor-core work instead of waiting for
-      // the other warpgroup's (docs/PERF.md v13).
-      Tensor acc2 = make_tensor_like(acc);
-      Tensor acc_i = make_tensor_like(acc);         // int32 path: rescaled sums since the flush
-      Tensor acc_r = make_tensor_like<float>(acc);  // fp32 path (flush_period == 0): the sum
-      // The int32 path's fp32 sum of earlier flushes, in shared memory (see Storage::acc_f).
-      float4* const acc_s = reinterpret_cast<float4*>(S.acc_f) + ct;
-      constexpr int kAccStride = 128 * Cfg::kConsumers;  // float4s between quads of one thread
-      // FA * FB of the quad of values v..v+3 (rows r_lo, r_hi x columns c, c + 1), group gi.
-      auto scale_quad = [&](int sl, int gi, int v, float (&f)[4]) __attribute__((always_inline)) {
-        const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
-        const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c_base + 8 * (v >> 2)]);
-        f[0] = fa_lo * fb.x;
-        f[1] = fa_lo * fb.y;
-        f[2] = fa_hi * fb.x;
-        f[3] = fa_hi * fb.y;
-      };
-      auto main_loop = [&](auto fp32_terms) __attribute__((always_inline)) {
-        constexpr bool kFp32 = decltype(fp32_terms)::value;
-        int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
-        BlockCursor block;
-        auto next_block = [&] {
-          if (++j == Cfg::kScaleBlocks || block.b + 1 == p.nb) {  // chunk's scales no longer read
-            release_scales(ss.stage);
-            ss.advance();
-            j = 0;
-          }
-          block.next(p);
-        };
-        auto wait_scales = [&] {
-          if (j == 0) {
-            Barrier::wait(&S.scale_full[ss.stage], ss.phase);
-            g0 = block.g;
-          }
-        };
-        if (!active) {  // still takes part in the stage and scale hand-offs
-          for (; block.b < p.nb; next_block()) {
-            wait_scales();
-            TxBarrier::wait(&S.full[ps.stage], ps.phase);
-            release(ps.stage);
-            ps.advance();
-          }
-          return;
-        }
-        if constexpr (kFp32)
-          clear(acc_r);
-        else
-          clear(acc_i);
-        bool acc_s_live = false;  // acc_s holds earlier flushes of this tile
-        // Rescales the completed sum `a` of block `block.b` into acc_i (or acc_r); flushes.
-        auto finish_block = [&](auto& a) __attribute__((always_inline)) {
-          wait_scales();
-          const int sl = ss.stage;
-          const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-#ifdef INT8HYBRID_EXP_PACKED_Q
-          const int qa2 = qa_lo | (qa_hi << 16);  // int32 path: QA*QB <= 8322 (FORMAT.md sec. 5)
-#endif
-          CUTE_UNROLL
-          for (int v = 0; v < kV; v += 4) {
-            const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c_base + 8 * (v >> 2)]);
-#ifdef INT8HYBRID_EXP_PACKED_Q
-            const int p0 = kFp32 ? 0 : qa2 * qb.x, p1 = kFp32 ? 0 : qa2 * qb.y;
-            const int q[4] = {kFp32 ? qa_lo * qb.x : p0 & 0xffff, kFp32 ? qa_lo * qb.y : p1 & 0xffff,
-                              kFp32 ? qa_hi * qb.x : p0 >> 16, kFp32 ? qa_hi * qb.y : p1 >> 16};
-#else
-            const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-#endif
-            if constexpr (kFp32) {
-              // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-              float f[4];
-              scale_quad(sl, block.g - g0, v, f);
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) {
-                const float term = static_cast<float>(a(v + i)) * static_cast<float>(q[i]);
-                acc_r(v + i) = fmaf(term, f[i], acc_r(v + i));
-              }
-            } else {
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) acc_i(v + i) += a(v + i) * q[i];
-            }
-          }
-          if constexpr (!kFp32) {
-            if (block.flush(p)) {  // every flush_period blocks and at super-group ends
-              // acc_s (+)= acc_i * FA * FB; after the last block the result goes to acc_i's
-              // registers (as fp32 bits) for the store instead.
-              const bool last = block.b + 1 == p.nb;
-              CUTE_UNROLL
-              for (int v = 0; v < kV; v += 4) {
-                float f[4];
-                scale_quad(sl, block.g - g0, v, f);
-                float4 o = acc_s_live ? acc_s[(v >> 2) * kAccStride] : make_float4(0, 0, 0, 0);
-                o.x = fmaf(static_cast<float>(acc_i(v)), f[0], o.x);
-                o.y = fmaf(static_cast<float>(acc_i(v + 1)), f[1], o.y);
-                o.z = fmaf(static_cast<float>(acc_i(v + 2)), f[2], o.z);
-                o.w = fmaf(static_cast<float>(acc_i(v + 3)), f[3], o.w);
-                if (last) {
-                  acc_i(v) = __float_as_int(o.x);
-                  acc_i(v + 1) = __float_as_int(o.y);
-                  acc_i(v + 2) = __float_as_int(o.z);
-                  acc_i(v + 3) = __float_as_int(o.w);
-                } else {
-                  acc_s[(v >> 2) * kAccStride] = o;
-                  acc_i(v) = acc_i(v + 1) = acc_i(v + 2) = acc_i(v + 3) = 0;
-                }
-              }
-              acc_s_live = true;
-            }
-          }
-          next_block();
-        };
-        // Block b's wgmmas go to one accumulator, b + 1's to the other. Per block: issue the next
-        // block's wgmmas, wait for this block's (wgmma.wait_group 1), free its stage, rescale it.
-        // The steady-state loop is branch-free around the wgmmas: a branch that issues into an
-        // accumulator on one path only makes ptxas serialize them (C7514).
-        int stage = ps.stage;  // stage of the block whose wgmmas complete next
-        auto issue = [&](auto& d) __attribute__((always_inline)) {
-          TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          mma_tile(d, ps.stage, /*zero=*/true);
-          ps.advance();
-        };
-        auto retire = [&](auto& d) __attribute__((always_inline)) {  // after d's wgmmas completed
-          warpgroup_fence_operand(d);
-          release(stage);  // the stage holds A and B only: free once its wgmmas are done
-          stage = stage + 1 == Stages ? 0 : stage + 1;
-          finish_block(d);
-        };
-        issue(acc);
-        int left = p.nb;  // blocks not yet rescaled; block nb - left is in acc
-        for (; left >= 3; left -= 2) {
-          issue(acc2);
-          warpgroup_wait<1>();
-          retire(acc);
-          issue(acc);
-          warpgroup_wait<1>();
-          retire(acc2);
-        }
-        if (left == 2) {
-          issue(acc2);
-          warpgroup_wait<1>();
-          retire(acc);
-          warpgroup_wait<0>();
-          retire(acc2);
-        } else {
-          warpgroup_wait<0>();
-          retire(acc);
-        }
-      };
-      if (p.flush_period > 0)
-        main_loop(std::false_type{});
-      else
-        main_loop(std::true_type{});
-      if (active) {
-        if (p.flush_period > 0)
-          store(
-              tc, [&](int v, bool) { return __int_as_float(acc_i(v)); }, 0, kV);
-        else
-          store(
-              tc, [&](int v, bool) { return acc_r(v); }, 0, kV);
-      }
     }
   }
 #else
