@@ -274,12 +274,12 @@ TEST(HybridGroupedGemm, BlockSizesSuperGroupsAndKTails) {
     int64_t K;
   };
   // K not a multiple of B (short last block) and not of the K tile (zero-filled tail);
-  // super groups of 1, 2, 3 blocks so flushes happen at group ends inside K; 1, 2, 3 and 13
-  // blocks so the SM90 loop (two blocks per iteration) ends in each of its tails.
-  for (P p : {P{128, 256, 16, 2048}, P{256, 256, 16, 2048}, P{128, 1, 16, 1024},
-              P{128, 3, 16, 1664}, P{64, 2, 16, 1008}, P{256, 2, 16, 2176}, P{128, 256, 1, 512},
-              P{128, 256, 127, 1024}, P{64, 5, 127, 720}, P{128, 256, 16, 128},
-              P{128, 2, 16, 272}, P{128, 256, 127, 144}}) {
+  // super groups of 1, 2, 3 blocks so flushes happen at group ends inside K; K loops of 1, 2
+  // and 3 blocks (the last two with a short last block), the shortest ones of each kernel.
+  for (P p :
+       {P{128, 256, 16, 2048}, P{256, 256, 16, 2048}, P{128, 1, 16, 1024}, P{128, 3, 16, 1664},
+        P{64, 2, 16, 1008}, P{256, 2, 16, 2176}, P{128, 256, 1, 512}, P{128, 256, 127, 1024},
+        P{64, 5, 127, 720}, P{128, 256, 16, 128}, P{128, 2, 16, 272}, P{128, 256, 127, 144}}) {
     HybridCase c;
     c.pb.rows_per_expert = {37, 0, 150, 5};
     c.pb.N = 64;
