@@ -101,7 +101,8 @@ for b in blocks:
     hi = next((i for i, l in enumerate(lines) if "Source" in l and "," in l), None)
     if hi is None:
         continue
-    title = " ".join(lines[:hi])[:200]
+    first = next(csv.reader([lines[0]]), [""])
+    title = first[1] if len(first) > 1 and first[0] == "Kernel Name" else lines[0]
     rdr = list(csv.reader(io.StringIO("\n".join(lines[hi:]))))
     h = rdr[0]
     def find(*keys):
@@ -117,7 +118,8 @@ for b in blocks:
     si, ai = find("Source"), find("Warp Stall Sampling (All Samples)", "Sampling Data (All)")
     if si is None or ai is None:
         print("source page columns:", h[:12]); continue
-    stall_cols = [i for i, x in enumerate(h) if x.startswith("stall_") or x.startswith("smsp__pcsamp")]
+    stall_cols = [i for i, x in enumerate(h)
+                  if (x.startswith("stall_") or x.startswith("smsp__pcsamp")) and "Not Issued" not in x]
     recs = []
     for r in rdr[1:]:
         try:
@@ -126,6 +128,15 @@ for b in blocks:
             pass
     total = sum(v for v, _ in recs) or 1
     print("\n== %s: %d SASS lines, %d stall samples; top %d ==" % (short(title), len(recs), total, top))
+    by_op = {}  # samples per opcode (predicate and modifiers dropped): where the warps wait
+    for v, r in recs:
+        toks = r[si].split()
+        if toks and toks[0].startswith("@"):
+            toks = toks[1:]
+        op = toks[0].split(".")[0] if toks else "?"
+        by_op[op] = by_op.get(op, 0) + v
+    print("by opcode: " + ", ".join("%s %.1f%%" % (o, 100 * v / total) for o, v in
+                                    sorted(by_op.items(), key=lambda x: -x[1])[:12]))
     for v, r in sorted(recs, key=lambda x: -x[0])[:top]:
         why = ""
         if stall_cols:
