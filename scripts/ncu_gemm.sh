@@ -16,6 +16,8 @@ if [[ $# -lt 1 ]]; then
 fi
 build=$1
 shift
+[[ -x "$build/bench_gemm" ]] || { echo "ncu_gemm: no $build/bench_gemm (build that target)" >&2; exit 2; }
+command -v ncu >/dev/null 2>&1 || { echo "ncu_gemm: ncu (Nsight Compute) is not on PATH" >&2; exit 2; }
 out="${OUT:-$build}"
 mkdir -p "$out"
 rep="$out/ncu_gemm"
