@@ -7,8 +7,9 @@
 #
 #   scripts/ncu_gemm.sh BUILD_DIR [bench_gemm arguments, e.g. --tiles sm90_128x128]
 #
-# Env: OUT (report folder, default BUILD_DIR), KERNELS (ncu -k filter, default the SM90 grouped
-# GEMMs and cuBLAS), LAUNCHES (ncu --launch-count, default 5), TOP (instructions listed, 25).
+# Env: OUT (report folder, default BUILD_DIR), KERNELS (ncu -k filter, default every kernel whose
+# name holds "gemm": ours and cuBLAS's), LAUNCHES (ncu --launch-count, default 5), TOP
+# (instructions listed, 25).
 set -uo pipefail
 if [[ $# -lt 1 ]]; then
   echo "usage: $0 BUILD_DIR [bench_gemm arguments]" >&2
@@ -45,7 +46,10 @@ import csv, io, re, sys
 raw, sass, top = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 def short(name):
-    m = re.search(r"Sm90TileConfigILi(\d)ELb(\d)ELi(\d+)", name)
+    # Sm90TileConfig<Stages, kHybrid, BN>: "<4, 0, 256>" (raw page), "<(int)4, (bool)0, (int)256>"
+    # (source page) or mangled.
+    m = (re.search(r"Sm90TileConfig<(?:\(int\))?(\d+), (?:\(bool\))?(\d), (?:\(int\))?(\d+)>", name)
+         or re.search(r"Sm90TileConfigILi(\d+)ELb(\d)ELi(\d+)", name))
     if m:
         return ("hybrid" if m.group(2) == "1" else "per-token") + f" sm90_128x{m.group(3)} st{m.group(1)}"
     return name[:40]
@@ -69,11 +73,11 @@ sol = [("gpu__time_duration.sum", "us"),
        ("dram__bytes.sum.per_second", "DRAM TB/s"),
        ("sm__issue_active.avg.pct_of_peak_sustained_elapsed", "issue%")]
 to_unit = {"msecond": 1e3, "usecond": 1.0, "nsecond": 1e-3, "Tbyte/s": 1.0, "Gbyte/s": 1e-3}
-print("%-3s %-30s" % ("#", "kernel") + "".join("%10s" % s[1] for s in sol))
+print("%-3s %-34s" % ("#", "kernel") + "".join("%10s" % s[1] for s in sol))
 for n, r in enumerate(data):
     vals = [get(r, k) * to_unit.get(units[col[k]], 1.0) if k in col else float("nan")
             for k, _ in sol]
-    print("%-3d %-30s" % (n, short(r[col["Kernel Name"]])) + "".join("%10.2f" % v for v in vals))
+    print("%-3d %-34.34s" % (n, short(r[col["Kernel Name"]])) + "".join("%10.2f" % v for v in vals))
     pipe = sorted(((get(r, h), h) for h in head if h.endswith(".avg.pct_of_peak_sustained_active")
                    and (h.startswith("sm__inst_executed_pipe_")
                         or (h.startswith("sm__pipe_") and "cycles_active" in h))), reverse=True)
