@@ -92,24 +92,21 @@ for n, r in enumerate(data):
         "%s %.2f" % (h.replace("smsp__average_warps_issue_stalled_", "").replace(
             "_per_issue_active.ratio", ""), v) for v, h in stall))
 
-# Source page: blocks of one kernel each, a header line with the kernel name then CSV rows.
+# Source page: per kernel a line '"Kernel Name","<name>",' then a CSV table of SASS lines (the
+# same kernel can appear twice: identical launches; the first is kept).
 try:
     text = open(sass).read()
 except OSError:
     sys.exit(0)
-blocks = re.split(r'\n(?=(?:"?Kernel Name|\[\d+\]|==PROF==|Kernel: ))', text)
 seen = set()
-for b in blocks:
-    lines = b.splitlines()
-    if not lines or lines[0] in seen:
+for b in re.split(r'\n(?="Kernel Name",)', "\n" + text):
+    lines = b.strip("\n").splitlines()
+    if len(lines) < 2 or lines[0] in seen:
         continue
     seen.add(lines[0])
-    hi = next((i for i, l in enumerate(lines) if "Source" in l and "," in l), None)
-    if hi is None:
-        continue
-    first = next(csv.reader([lines[0]]), [""])
-    title = first[1] if len(first) > 1 and first[0] == "Kernel Name" else lines[0]
-    rdr = list(csv.reader(io.StringIO("\n".join(lines[hi:]))))
+    first = next(csv.reader([lines[0]]))
+    title = first[1] if len(first) > 1 else lines[0]
+    rdr = list(csv.reader(io.StringIO("\n".join(lines[1:]))))
     h = rdr[0]
     def find(*keys):
         for k in keys:
