@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include <cute/tensor.hpp>
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -41,12 +42,17 @@
 namespace int8_hybrid_moe::gemm {
 
 // BN = 128 or 256 output channels per tile (256: per-token only, 128 accumulator registers).
-template <int Stages_, bool kHybrid_, int BN_ = 128>
+// ClusterN = 2: two CTAs of a cluster take neighbouring N-tiles of one M-tile and each loads half
+// of the shared A tile, multicast to both (half of A's L2 -> SM bytes).
+template <int Stages_, bool kHybrid_, int BN_ = 128, int ClusterN_ = 1>
 struct Sm90TileConfig {
   static constexpr int BM = 128, BN = BN_, BK = 128, Stages = Stages_;
   static_assert(BN == 128 || (BN == 256 && !kHybrid_),
                 "BN 256 leaves no registers for the hybrid's int32 and fp32 accumulators");
   static constexpr bool kHybrid = kHybrid_;
+  static constexpr int kClusterN = ClusterN_;
+  static_assert(kClusterN == 1 || kClusterN == 2, "clusters of 1 or 2 CTAs along N");
+  static constexpr int kBoxRowsA = BM / kClusterN;  // rows of A each CTA loads per stage
   static constexpr int kConsumers = 2;                           // warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (1 + kConsumers);        // + the producer warpgroup
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128*40 + 256*232 <= 64K
@@ -88,7 +94,7 @@ struct Sm90TileConfig {
 
 struct Sm90GemmParams {
   GroupedGemmParams p;
-  CUtensorMap tma_a;  // A [R, K] int8, box 128 x 128
+  CUtensorMap tma_a;  // A [R, K] int8, box (128 / cluster size) x 128
   CUtensorMap tma_b;  // B [E * N, K] int8, box BN x 128
 };
 
@@ -183,10 +189,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp_group = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
+  constexpr int kCluster = Cfg::kClusterN;
+  const int cta_rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
-      Barrier::init(&S.empty[s], kConsumerWarps);
+      // A stage is refilled once the consumers of every CTA it is multicast to released it.
+      Barrier::init(&S.empty[s], kConsumerWarps * kCluster);
     }
     for (int s = 0; s < Cfg::kScaleSlots; ++s) {
       Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
@@ -194,11 +203,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
     cutlass::arch::fence_barrier_init();
   }
-  __syncthreads();
+  if constexpr (kCluster > 1)
+    cute::cluster_sync();  // the partner's barriers are initialized before any multicast or arrive
+  else
+    __syncthreads();
 
-  const int total_tiles = p.tile_offsets[p.num_experts] * p.n_tiles;
+  // Work unit u = (M-tile, group of kCluster neighbouring N-tiles); a cluster walks the units
+  // persistently and CTA `cta_rank` of it takes N-tile kCluster * (u % units_n) + cta_rank (past
+  // N for an odd N-tile count: computed on padding, never stored, still loads its half of A).
+  const int units_n = (p.n_tiles + kCluster - 1) / kCluster;
+  const int total_units = p.tile_offsets[p.num_experts] * units_n;
+  const int first_unit = static_cast<int>(blockIdx.x) / kCluster;
+  const int unit_step = static_cast<int>(gridDim.x) / kCluster;
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);  // hybrid: B = BK, one block a tile
-  auto tile_at = [&](int t) { return decode_tile(p, t / p.n_tiles, t % p.n_tiles, BM, BN); };
+  auto tile_at = [&](int u) {
+    return decode_tile(p, u / units_n, (u % units_n) * kCluster + cta_rank, BM, BN);
+  };
 
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
@@ -207,7 +227,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+    for (int t = first_unit; t < total_units; t += unit_step) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
@@ -222,12 +242,29 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
+          // Counts the whole stage: this CTA's A rows and B tile plus the partner's A rows.
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
-          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
-                                 static_cast<int>(tc.row0));
+          if constexpr (kCluster > 1) {
+            const int a_row = cta_rank * Cfg::kBoxRowsA;
+            SM90_TMA_LOAD_MULTICAST_2D::copy(&P.tma_a, &S.full[ps.stage],
+                                             static_cast<uint16_t>((1u << kCluster) - 1u),
+                                             kEvictNormal, S.A[ps.stage] + a_row * BK, kt * BK,
+                                             static_cast<int>(tc.row0) + a_row);
+          } else {
+            SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage],
+                                   kt * BK, static_cast<int>(tc.row0));
+          }
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
+        ps.advance();
+      }
+    }
+    if constexpr (kCluster > 1) {
+      // Stay resident until both CTAs' consumers released every stage: their last arrivals land
+      // on this CTA's barriers, which must outlive them.
+      for (int s = 0; s < Stages; ++s) {
+        Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         ps.advance();
       }
     }
@@ -254,7 +291,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   sm90::PipeState<Stages> ps;
   auto release = [&](int stage) {
-    if (lane == 0) Barrier::arrive(&S.empty[stage]);
+    if (lane == 0) {
+      if constexpr (kCluster > 1) {
+        CUTE_UNROLL
+        for (int c = 0; c < kCluster; ++c) Barrier::arrive(&S.empty[stage], c, 1u);
+      } else {
+        Barrier::arrive(&S.empty[stage]);
+      }
+    }
   };
   auto release_scales = [&](int slot) {
     if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
@@ -302,11 +346,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // whose tiles have 4 K tiles only). The hybrid decodes in place: the same change measured
   // 3-4% slower there (docs/PERF.md v12).
   TileCoord next_tc{};
-  if (!kHybrid && static_cast<int>(blockIdx.x) < total_tiles) next_tc = tile_at(blockIdx.x);
-  for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+  if (!kHybrid && first_unit < total_units) next_tc = tile_at(first_unit);
+  for (int t = first_unit; t < total_units; t += unit_step) {
     const TileCoord tc = kHybrid ? tile_at(t) : next_tc;
     auto decode_next = [&] {
-      if (t + static_cast<int>(gridDim.x) < total_tiles) next_tc = tile_at(t + gridDim.x);
+      if (t + unit_step < total_units) next_tc = tile_at(t + unit_step);
     };
     // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
     // often short) skips its wgmmas and rescales; it still takes part in the stage hand-off.
@@ -414,11 +458,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             ps.advance();
             const int sl = ss.stage;
             const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+#ifdef I8H_EXP_FMUL_Q
+            const float qa_lo_f = static_cast<float>(qa_lo), qa_hi_f = static_cast<float>(qa_hi);
+#endif
             CUTE_UNROLL
             for (int v = 0; v < kV; v += 4) {
               const int c = c_base + 8 * (v >> 2);
               const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+#ifdef I8H_EXP_FMUL_Q
+              const int q[4] = {detail::small_int_product(qa_lo_f, qb.x),
+                                detail::small_int_product(qa_lo_f, qb.y),
+                                detail::small_int_product(qa_hi_f, qb.x),
+                                detail::small_int_product(qa_hi_f, qb.y)};
+#else
               const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+#endif
               if constexpr (kFp32) {
                 // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                 const int gi = block.g - g0;
