@@ -100,6 +100,15 @@ struct Sm90GemmParams {
 
 namespace sm90 {
 
+#ifdef I8H_EXP_ALT
+__device__ __forceinline__ void named_barrier_sync(int id) {
+  asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id) {
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
+}
+#endif
+
 // Stage ring position shared by producer and consumers: the phase bit flips at each wrap.
 template <int Stages>
 struct PipeState {
@@ -341,6 +350,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   };
 
   sm90::PipeState<Cfg::kScaleSlots> ss;
+#ifdef I8H_EXP_ALT
+  bool first_issue = true;  // warpgroup 1's first block waits for no one
+#endif
   // Per-token: the next tile's coordinates are decoded while this tile's first wgmmas run (its
   // binary search over tile_offsets is off the path between two tiles; measured -7% on GEMM2,
   // whose tiles have 4 K tiles only). The hybrid decodes in place: the same change measured
@@ -433,6 +445,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       };
+#ifdef I8H_EXP_ALT
+      const bool first_wg = warp_group == 1;
+      const bool last_tile = t + unit_step >= total_units;
+#endif
+      auto mma_half = [&](int stage, int k0) {
+        mma.accumulate_ = k0 == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        warpgroup_fence_operand(acc);
+        warpgroup_arrive();
+        CUTE_UNROLL
+        for (int k = k0; k < k0 + 2; ++k) {
+          cute::gemm(mma, tCrA(_, _, k, stage), tCrB(_, _, k, stage), acc);
+          mma.accumulate_ = GMMA::ScaleOut::One;
+        }
+        warpgroup_commit_batch();
+      };
       auto main_loop = [&](auto fp32_terms) {
         constexpr bool kFp32 = decltype(fp32_terms)::value;
         int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
@@ -447,12 +474,39 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
           // One branch holds the wgmmas, their wait and the reads of their accumulator: split
           // over several, ptxas cannot pair them and inserts waits (C7517).
+#ifdef I8H_EXP_ALT
+          // Completion turns: a warpgroup issues block b once the other's previous block is done.
+          if (first_wg) {
+            if (!first_issue) sm90::named_barrier_sync(2);
+            first_issue = false;
+          } else {
+            sm90::named_barrier_sync(1);
+          }
+          auto pass_turn = [&] {
+            if (first_wg)
+              sm90::named_barrier_arrive(1);
+            else if (!(last_tile && last_block))
+              sm90::named_barrier_arrive(2);
+          };
+#else
+          auto pass_turn = [] {};
+#endif
           if (!active) {
+            pass_turn();
             release(ps.stage);
             ps.advance();
           } else {
+#if defined(I8H_EXP_ALT) && I8H_EXP_ALT == 2
+            mma_half(ps.stage, 0);
+            mma_half(ps.stage, 2);
+            warpgroup_wait<1>();
+            pass_turn();
+            warpgroup_wait<0>();
+#else
             mma_tile(ps.stage, /*zero=*/true);
             warpgroup_wait<0>();
+            pass_turn();
+#endif
             warpgroup_fence_operand(acc);
             release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
             ps.advance();
