@@ -72,7 +72,19 @@ struct Sm90TileConfig {
   // Hybrid block scales: two slots of kScaleBlocks blocks, block-major; rows padded by 4 words so
   // the producer's transposing 4-byte copies (8 blocks x 4 rows per warp) hit 32 distinct banks.
   static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
+#ifdef I8H_EXP_QBPERM
+  // Column scales (QB, FB) stored per quad lane: lane t of a quad uses columns 8 jj + 2 t + {0, 1}
+  // (jj < BN / 8), kept contiguous at t * kColGroup + 2 jj + {0, 1}, so it reads them with BN / 32
+  // 16-byte loads; the 4-word pad per lane group puts the quad's four reads on distinct banks.
+  static constexpr int kColGroup = BN / 4 + 4;
+  static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? 4 * kColGroup : 1;
+  __device__ static constexpr int scale_col(int c) {
+    return (c % 8) / 2 * kColGroup + (c / 8) * 2 + c % 2;
+  }
+#else
   static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
+  __device__ static constexpr int scale_col(int c) { return c; }
+#endif
 
   struct Storage {
     alignas(1024) int8_t A[Stages][BM * BK];
@@ -152,7 +164,7 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Storage& S,
 #pragma unroll 1
     for (int c = lane / CB; c < Cfg::BN; c += 32 / CB, src += (32 / CB) * p.nb) {
       const bool ok = c < tc.cols_valid && j < nblk;
-      detail::cp_async_4_zfill(&S.qb[slot][j][c], ok ? src : p.QB, ok);
+      detail::cp_async_4_zfill(&S.qb[slot][j][Cfg::scale_col(c)], ok ? src : p.QB, ok);
     }
   }
   // Super-group scales: usually one group per chunk (S = 256 by default), so row-major lanes.
@@ -167,7 +179,7 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Storage& S,
 #pragma unroll 1
     for (int c = lane; c < Cfg::BN; c += 32) {
       const bool ok = c < tc.cols_valid;
-      detail::cp_async_4_zfill(&S.fb[slot][g][c], ok ? p.FB + (b_col0 + c) * p.ng + g0 + g : p.FB,
+      detail::cp_async_4_zfill(&S.fb[slot][g][Cfg::scale_col(c)], ok ? p.FB + (b_col0 + c) * p.ng + g0 + g : p.FB,
                                ok);
     }
   }
@@ -430,14 +442,33 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
       clear(acc_f);
+      // The two column scales of accumulator values v .. v + 3 (v % 4 == 0) from a scale row.
+      auto col_pair = [&](auto* row, int v) {
+        using T = std::remove_const_t<std::remove_pointer_t<decltype(row)>>;
+        using T2 = std::conditional_t<std::is_same_v<T, float>, float2, int2>;
+#ifdef I8H_EXP_QBPERM
+        using T4 = std::conditional_t<std::is_same_v<T, float>, float4, int4>;
+        const T4 w = reinterpret_cast<const T4*>(row + (lane % 4) * Cfg::kColGroup)[v >> 3];
+        return (v & 4) ? T2{w.z, w.w} : T2{w.x, w.y};
+#else
+        return *reinterpret_cast<const T2*>(row + c_base + 8 * (v >> 2));
+#endif
+      };
+      // FA * FB of accumulator values v .. v + 3, super group `gi` of scale slot `sl`.
+      auto f_quad = [&](int sl, int gi, int v, float (&f)[4]) {
+        const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
+        const float2 fb = col_pair(&S.fb[sl][gi][0], v);
+        f[0] = fa_lo * fb.x;
+        f[1] = fa_lo * fb.y;
+        f[2] = fa_hi * fb.x;
+        f[3] = fa_hi * fb.y;
+      };
       // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
       auto flush_chunk = [&](int sl, int gi) {
-        const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
         CUTE_UNROLL
         for (int v = 0; v < kV; v += 4) {
-          const int c = c_base + 8 * (v >> 2);
-          const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
-          const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+          float f[4];
+          f_quad(sl, gi, v, f);
           CUTE_UNROLL
           for (int i = 0; i < 4; ++i) {
             acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
@@ -517,8 +548,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #endif
             CUTE_UNROLL
             for (int v = 0; v < kV; v += 4) {
-              const int c = c_base + 8 * (v >> 2);
-              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+              const int2 qb = col_pair(&S.qb[sl][j][0], v);
 #ifdef I8H_EXP_FMUL_Q
               const int q[4] = {detail::small_int_product(qa_lo_f, qb.x),
                                 detail::small_int_product(qa_lo_f, qb.y),
@@ -529,10 +559,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #endif
               if constexpr (kFp32) {
                 // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-                const int gi = block.g - g0;
-                const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
-                const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c]);
-                const float f[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+                float f[4];
+                f_quad(sl, block.g - g0, v, f);
                 CUTE_UNROLL
                 for (int i = 0; i < 4; ++i) {
                   const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
