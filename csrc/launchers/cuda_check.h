@@ -20,9 +20,6 @@ int current_device_cc();
 // cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and device (it is a per-device
 // attribute of the function; calling it on every launch would put it on the hot path).
 void set_max_dynamic_smem_once(const void* kernel, int bytes);
-// cudaOccupancyMaxActiveClusters of `kernel` under `config` (its block, shared memory and cluster
-// attributes; the grid is ignored), once per kernel and device: sizes clustered persistent grids.
-int max_active_clusters_once(const void* kernel, const cudaLaunchConfig_t& config);
 
 }  // namespace int8_hybrid_moe::detail
 

@@ -1,4 +1,3 @@
-#include <map>
 #include <mutex>
 #include <set>
 #include <utility>
@@ -54,20 +53,6 @@ void set_max_dynamic_smem_once(const void* kernel, int bytes) {
   if (done.count({dev, kernel})) return;
   I8H_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   done.insert({dev, kernel});
-}
-
-int max_active_clusters_once(const void* kernel, const cudaLaunchConfig_t& config) {
-  static std::mutex mu;
-  static std::map<std::pair<int, const void*>, int> done;
-  int dev = 0;
-  I8H_CUDA_CHECK(cudaGetDevice(&dev));
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = done.find({dev, kernel});
-  if (it != done.end()) return it->second;
-  int n = 0;
-  I8H_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &config));
-  done[{dev, kernel}] = n;
-  return n;
 }
 
 }  // namespace int8_hybrid_moe::detail

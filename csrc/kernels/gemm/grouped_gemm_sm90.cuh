@@ -30,7 +30,6 @@
 #include <type_traits>
 
 #include <cute/tensor.hpp>
-#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -42,17 +41,12 @@
 namespace int8_hybrid_moe::gemm {
 
 // BN = 128 or 256 output channels per tile (256: per-token only, 128 accumulator registers).
-// ClusterN = 2: two CTAs of a cluster take neighbouring N-tiles of one M-tile and each loads half
-// of the shared A tile, multicast to both (half of A's L2 -> SM bytes).
-template <int Stages_, bool kHybrid_, int BN_ = 128, int ClusterN_ = 1>
+template <int Stages_, bool kHybrid_, int BN_ = 128>
 struct Sm90TileConfig {
   static constexpr int BM = 128, BN = BN_, BK = 128, Stages = Stages_;
   static_assert(BN == 128 || (BN == 256 && !kHybrid_),
                 "BN 256 leaves no registers for the hybrid's int32 and fp32 accumulators");
   static constexpr bool kHybrid = kHybrid_;
-  static constexpr int kClusterN = ClusterN_;
-  static_assert(kClusterN == 1 || kClusterN == 2, "clusters of 1 or 2 CTAs along N");
-  static constexpr int kBoxRowsA = BM / kClusterN;  // rows of A each CTA loads per stage
   static constexpr int kConsumers = 2;                           // warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (1 + kConsumers);        // + the producer warpgroup
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128*40 + 256*232 <= 64K
@@ -72,19 +66,7 @@ struct Sm90TileConfig {
   // Hybrid block scales: two slots of kScaleBlocks blocks, block-major; rows padded by 4 words so
   // the producer's transposing 4-byte copies (8 blocks x 4 rows per warp) hit 32 distinct banks.
   static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
-#ifdef I8H_EXP_QBPERM
-  // Column scales (QB, FB) stored per quad lane: lane t of a quad uses columns 8 jj + 2 t + {0, 1}
-  // (jj < BN / 8), kept contiguous at t * kColGroup + 2 jj + {0, 1}, so it reads them with BN / 32
-  // 16-byte loads; the 4-word pad per lane group puts the quad's four reads on distinct banks.
-  static constexpr int kColGroup = BN / 4 + 4;
-  static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? 4 * kColGroup : 1;
-  __device__ static constexpr int scale_col(int c) {
-    return (c % 8) / 2 * kColGroup + (c / 8) * 2 + c % 2;
-  }
-#else
   static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
-  __device__ static constexpr int scale_col(int c) { return c; }
-#endif
 
   struct Storage {
     alignas(1024) int8_t A[Stages][BM * BK];
@@ -106,20 +88,11 @@ struct Sm90TileConfig {
 
 struct Sm90GemmParams {
   GroupedGemmParams p;
-  CUtensorMap tma_a;  // A [R, K] int8, box (128 / cluster size) x 128
+  CUtensorMap tma_a;  // A [R, K] int8, box 128 x 128
   CUtensorMap tma_b;  // B [E * N, K] int8, box BN x 128
 };
 
 namespace sm90 {
-
-#ifdef I8H_EXP_ALT
-__device__ __forceinline__ void named_barrier_sync(int id) {
-  asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
-}
-__device__ __forceinline__ void named_barrier_arrive(int id) {
-  asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
-}
-#endif
 
 // Stage ring position shared by producer and consumers: the phase bit flips at each wrap.
 template <int Stages>
@@ -164,7 +137,7 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Storage& S,
 #pragma unroll 1
     for (int c = lane / CB; c < Cfg::BN; c += 32 / CB, src += (32 / CB) * p.nb) {
       const bool ok = c < tc.cols_valid && j < nblk;
-      detail::cp_async_4_zfill(&S.qb[slot][j][Cfg::scale_col(c)], ok ? src : p.QB, ok);
+      detail::cp_async_4_zfill(&S.qb[slot][j][c], ok ? src : p.QB, ok);
     }
   }
   // Super-group scales: usually one group per chunk (S = 256 by default), so row-major lanes.
@@ -179,7 +152,7 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Storage& S,
 #pragma unroll 1
     for (int c = lane; c < Cfg::BN; c += 32) {
       const bool ok = c < tc.cols_valid;
-      detail::cp_async_4_zfill(&S.fb[slot][g][Cfg::scale_col(c)], ok ? p.FB + (b_col0 + c) * p.ng + g0 + g : p.FB,
+      detail::cp_async_4_zfill(&S.fb[slot][g][c], ok ? p.FB + (b_col0 + c) * p.ng + g0 + g : p.FB,
                                ok);
     }
   }
@@ -210,13 +183,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp_group = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
-  constexpr int kCluster = Cfg::kClusterN;
-  const int cta_rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
-      // A stage is refilled once the consumers of every CTA it is multicast to released it.
-      Barrier::init(&S.empty[s], kConsumerWarps * kCluster);
+      Barrier::init(&S.empty[s], kConsumerWarps);
     }
     for (int s = 0; s < Cfg::kScaleSlots; ++s) {
       Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
@@ -224,22 +194,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
     cutlass::arch::fence_barrier_init();
   }
-  if constexpr (kCluster > 1)
-    cute::cluster_sync();  // the partner's barriers are initialized before any multicast or arrive
-  else
-    __syncthreads();
+  __syncthreads();
 
-  // Work unit u = (M-tile, group of kCluster neighbouring N-tiles); a cluster walks the units
-  // persistently and CTA `cta_rank` of it takes N-tile kCluster * (u % units_n) + cta_rank (past
-  // N for an odd N-tile count: computed on padding, never stored, still loads its half of A).
-  const int units_n = (p.n_tiles + kCluster - 1) / kCluster;
-  const int total_units = p.tile_offsets[p.num_experts] * units_n;
-  const int first_unit = static_cast<int>(blockIdx.x) / kCluster;
-  const int unit_step = static_cast<int>(gridDim.x) / kCluster;
+  const int total_tiles = p.tile_offsets[p.num_experts] * p.n_tiles;
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);  // hybrid: B = BK, one block a tile
-  auto tile_at = [&](int u) {
-    return decode_tile(p, u / units_n, (u % units_n) * kCluster + cta_rank, BM, BN);
-  };
+  auto tile_at = [&](int t) { return decode_tile(p, t / p.n_tiles, t % p.n_tiles, BM, BN); };
 
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
@@ -248,7 +207,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-    for (int t = first_unit; t < total_units; t += unit_step) {
+    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
@@ -263,29 +222,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
-          // Counts the whole stage: this CTA's A rows and B tile plus the partner's A rows.
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
-          if constexpr (kCluster > 1) {
-            const int a_row = cta_rank * Cfg::kBoxRowsA;
-            SM90_TMA_LOAD_MULTICAST_2D::copy(&P.tma_a, &S.full[ps.stage],
-                                             static_cast<uint16_t>((1u << kCluster) - 1u),
-                                             kEvictNormal, S.A[ps.stage] + a_row * BK, kt * BK,
-                                             static_cast<int>(tc.row0) + a_row);
-          } else {
-            SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage],
-                                   kt * BK, static_cast<int>(tc.row0));
-          }
+          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
+                                 static_cast<int>(tc.row0));
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
-        ps.advance();
-      }
-    }
-    if constexpr (kCluster > 1) {
-      // Stay resident until both CTAs' consumers released every stage: their last arrivals land
-      // on this CTA's barriers, which must outlive them.
-      for (int s = 0; s < Stages; ++s) {
-        Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         ps.advance();
       }
     }
@@ -312,14 +254,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   sm90::PipeState<Stages> ps;
   auto release = [&](int stage) {
-    if (lane == 0) {
-      if constexpr (kCluster > 1) {
-        CUTE_UNROLL
-        for (int c = 0; c < kCluster; ++c) Barrier::arrive(&S.empty[stage], c, 1u);
-      } else {
-        Barrier::arrive(&S.empty[stage]);
-      }
-    }
+    if (lane == 0) Barrier::arrive(&S.empty[stage]);
   };
   auto release_scales = [&](int slot) {
     if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
@@ -362,19 +297,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   };
 
   sm90::PipeState<Cfg::kScaleSlots> ss;
-#ifdef I8H_EXP_ALT
-  bool first_issue = true;  // warpgroup 1's first block waits for no one
-#endif
   // Per-token: the next tile's coordinates are decoded while this tile's first wgmmas run (its
   // binary search over tile_offsets is off the path between two tiles; measured -7% on GEMM2,
   // whose tiles have 4 K tiles only). The hybrid decodes in place: the same change measured
   // 3-4% slower there (docs/PERF.md v12).
   TileCoord next_tc{};
-  if (!kHybrid && first_unit < total_units) next_tc = tile_at(first_unit);
-  for (int t = first_unit; t < total_units; t += unit_step) {
+  if (!kHybrid && static_cast<int>(blockIdx.x) < total_tiles) next_tc = tile_at(blockIdx.x);
+  for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
     const TileCoord tc = kHybrid ? tile_at(t) : next_tc;
     auto decode_next = [&] {
-      if (t + unit_step < total_units) next_tc = tile_at(t + unit_step);
+      if (t + static_cast<int>(gridDim.x) < total_tiles) next_tc = tile_at(t + gridDim.x);
     };
     // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
     // often short) skips its wgmmas and rescales; it still takes part in the stage hand-off.
@@ -442,22 +374,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       Tensor acc_f = make_tensor_like<float>(acc);
       clear(acc_i);
       clear(acc_f);
-      // The two column scales of accumulator values v .. v + 3 (v % 4 == 0) from a scale row.
-      auto col_pair = [&](auto* row, int v) {
-        using T = std::remove_const_t<std::remove_pointer_t<decltype(row)>>;
-        using T2 = std::conditional_t<std::is_same_v<T, float>, float2, int2>;
-#ifdef I8H_EXP_QBPERM
-        using T4 = std::conditional_t<std::is_same_v<T, float>, float4, int4>;
-        const T4 w = reinterpret_cast<const T4*>(row + (lane % 4) * Cfg::kColGroup)[v >> 3];
-        return (v & 4) ? T2{w.z, w.w} : T2{w.x, w.y};
-#else
-        return *reinterpret_cast<const T2*>(row + c_base + 8 * (v >> 2));
-#endif
-      };
-      // FA * FB of accumulator values v .. v + 3, super group `gi` of scale slot `sl`.
+      // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
+      // group `gi` of scale slot `sl`.
       auto f_quad = [&](int sl, int gi, int v, float (&f)[4]) {
         const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
-        const float2 fb = col_pair(&S.fb[sl][gi][0], v);
+        const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c_base + 8 * (v >> 2)]);
         f[0] = fa_lo * fb.x;
         f[1] = fa_lo * fb.y;
         f[2] = fa_hi * fb.x;
@@ -476,21 +397,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       };
-#ifdef I8H_EXP_ALT
-      const bool first_wg = warp_group == 1;
-      const bool last_tile = t + unit_step >= total_units;
-#endif
-      auto mma_half = [&](int stage, int k0) {
-        mma.accumulate_ = k0 == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-        warpgroup_fence_operand(acc);
-        warpgroup_arrive();
-        CUTE_UNROLL
-        for (int k = k0; k < k0 + 2; ++k) {
-          cute::gemm(mma, tCrA(_, _, k, stage), tCrB(_, _, k, stage), acc);
-          mma.accumulate_ = GMMA::ScaleOut::One;
-        }
-        warpgroup_commit_batch();
-      };
       auto main_loop = [&](auto fp32_terms) {
         constexpr bool kFp32 = decltype(fp32_terms)::value;
         int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
@@ -505,58 +411,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
           // One branch holds the wgmmas, their wait and the reads of their accumulator: split
           // over several, ptxas cannot pair them and inserts waits (C7517).
-#ifdef I8H_EXP_ALT
-          // Completion turns: a warpgroup issues block b once the other's previous block is done.
-          if (first_wg) {
-            if (!first_issue) sm90::named_barrier_sync(2);
-            first_issue = false;
-          } else {
-            sm90::named_barrier_sync(1);
-          }
-          auto pass_turn = [&] {
-            if (first_wg)
-              sm90::named_barrier_arrive(1);
-            else if (!(last_tile && last_block))
-              sm90::named_barrier_arrive(2);
-          };
-#else
-          auto pass_turn = [] {};
-#endif
           if (!active) {
-            pass_turn();
             release(ps.stage);
             ps.advance();
           } else {
-#if defined(I8H_EXP_ALT) && I8H_EXP_ALT == 2
-            mma_half(ps.stage, 0);
-            mma_half(ps.stage, 2);
-            warpgroup_wait<1>();
-            pass_turn();
-            warpgroup_wait<0>();
-#else
             mma_tile(ps.stage, /*zero=*/true);
             warpgroup_wait<0>();
-            pass_turn();
-#endif
             warpgroup_fence_operand(acc);
             release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
             ps.advance();
             const int sl = ss.stage;
             const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-#ifdef I8H_EXP_FMUL_Q
-            const float qa_lo_f = static_cast<float>(qa_lo), qa_hi_f = static_cast<float>(qa_hi);
-#endif
             CUTE_UNROLL
             for (int v = 0; v < kV; v += 4) {
-              const int2 qb = col_pair(&S.qb[sl][j][0], v);
-#ifdef I8H_EXP_FMUL_Q
-              const int q[4] = {detail::small_int_product(qa_lo_f, qb.x),
-                                detail::small_int_product(qa_lo_f, qb.y),
-                                detail::small_int_product(qa_hi_f, qb.x),
-                                detail::small_int_product(qa_hi_f, qb.y)};
-#else
+              const int c = c_base + 8 * (v >> 2);
+              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
               const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-#endif
               if constexpr (kFp32) {
                 // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                 float f[4];

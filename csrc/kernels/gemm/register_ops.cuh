@@ -1,6 +1,5 @@
 // Register-level helpers of the GEMM kernels, free of CuTe so the GPU tests can include them:
-// the quad transpose behind the SM90 kernel's 16-byte epilogue stores and the FP32-pipe product of
-// two small integers behind its hybrid rescale.
+// the quad transpose behind the SM90 kernel's 16-byte epilogue stores.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,16 +25,6 @@ __device__ __forceinline__ uint4 quad_transpose(const uint32_t (&a)[4], int q) {
   // Word from lane s goes to slot s: slot q ^ x holds {m0, u0, m1, u1}[x].
   const uint32_t p0 = b0 ? u0 : m0, p1 = b0 ? m0 : u0, p2 = b0 ? u1 : m1, p3 = b0 ? m1 : u1;
   return b1 ? make_uint4(p2, p3, p0, p1) : make_uint4(p0, p1, p2, p3);
-}
-
-// a * b for integers a, b >= 0 with a * b < 2^23, on the FP32 pipe (full rate on SM90, where the
-// integer multiply is half rate), given a as a float. b's bits read as a float are the subnormal
-// b * 2^-149; times a that is a * b * 2^-149, exact (a subnormal can hold it), whose bits are a * b.
-// mul.rn without .ftz keeps subnormals whatever the compile flags (-ftz would return 0).
-__device__ __forceinline__ int small_int_product(float a, int b) {
-  float r;
-  asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(__int_as_float(b)));
-  return __float_as_int(r);
 }
 
 }  // namespace int8_hybrid_moe::gemm::detail
