@@ -40,20 +40,33 @@
 
 namespace int8_hybrid_moe::gemm {
 
-// BN = 128 or 256 output channels per tile (256: per-token only, 128 accumulator registers).
-template <int Stages_, bool kHybrid_, int BN_ = 128>
+// CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
+// 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
+template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1>
 struct Sm90TileConfig {
-  static constexpr int BM = 128, BN = BN_, BK = 128, Stages = Stages_;
-  static_assert(BN == 128 || (BN == 256 && !kHybrid_),
-                "BN 256 leaves no registers for the hybrid's int32 and fp32 accumulators");
+  static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
+  static constexpr int kWgM = BM / 64, kWgN = WgN_;  // consumer warpgroups along M and N
+  static constexpr int kWgTileN = BN / kWgN;         // columns of one warpgroup's tile
+  static_assert(BM % 64 == 0 && BN % kWgN == 0, "whole 64-row warpgroup tiles");
+  static_assert(kWgTileN == 64 || kWgTileN == 128 || kWgTileN == 256, "a wgmma N of 64/128/256");
+  static_assert(kWgTileN <= 128 || !kHybrid_,
+                "a 256-column warpgroup tile leaves no registers for the hybrid's accumulators");
   static constexpr bool kHybrid = kHybrid_;
-  static constexpr int kConsumers = 2;                           // warpgroups, 64 rows each
-  static constexpr int kThreads = 128 * (1 + kConsumers);        // + the producer warpgroup
-  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // 128*40 + 256*232 <= 64K
-  using MmaAtom = std::conditional_t<BN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
-                                     cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN>;
+  static constexpr int kConsumers = kWgM * kWgN;
+  static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
+  // Registers: the producer keeps 40, the consumers share the rest of the 64K (multiple of 8).
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs =
+      ((65536 - 128 * kProducerRegs) / (128 * kConsumers)) / 8 * 8 > 232
+          ? 232
+          : ((65536 - 128 * kProducerRegs) / (128 * kConsumers)) / 8 * 8;
+  using MmaAtom = std::conditional_t<
+      kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
+      std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
+                         cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN>>;
+  // Warpgroup w of the consumers takes tile (w % kWgM, w / kWgM) (CuTe's column-major layout).
   using TiledMma = decltype(cute::make_tiled_mma(
-      MmaAtom{}, cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+      MmaAtom{}, cute::Layout<cute::Shape<cute::Int<kWgM>, cute::Int<kWgN>, cute::_1>>{}));
   // 8 rows x 128 bytes, 128-byte swizzle: what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and a
   // K-major wgmma descriptor reads.
   using SmemLayoutA = decltype(cute::tile_to_shape(
@@ -243,14 +256,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   Tensor sB = make_tensor(make_smem_ptr(&S.B[0][0]), typename Cfg::SmemLayoutB{});
   Tensor tCrA = thr.make_fragment_A(thr.partition_A(sA));  // (MMA, 1, BK/32, Stages) descriptors
   Tensor tCrB = thr.make_fragment_B(thr.partition_B(sB));
-  Tensor acc = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32, BN/2 values
+  Tensor acc = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32, kWgTileN/2 values
   constexpr int kV = decltype(size(acc))::value;
   constexpr int kKSteps = BK / 32;
-  static_assert(kV == BN / 2, "one 64 x BN wgmma accumulator per consumer warpgroup");
+  static_assert(kV == Cfg::kWgTileN / 2, "one 64 x kWgTileN wgmma accumulator per warpgroup");
   // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
-  // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4).
-  const int r_lo = (warp_group - 1) * 64 + warp * 16 + lane / 4, r_hi = r_lo + 8;
-  const int c_base = 2 * (lane % 4);
+  // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
+  // (Spelled per case: the compiler cannot bound warp_group, so a `% kWgM` or `/ kWgM` along an
+  // axis with one warpgroup would cost instructions and registers.)
+  const int wg_row0 = Cfg::kWgN == 1   ? (warp_group - 1) * 64
+                      : Cfg::kWgM == 1 ? 0
+                                       : (warp_group - 1) % Cfg::kWgM * 64;
+  const int wg_col0 = Cfg::kWgN == 1 ? 0 : (warp_group - 1) / Cfg::kWgM * Cfg::kWgTileN;
+  const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
+  const int c_base = wg_col0 + 2 * (lane % 4);
 
   sm90::PipeState<Stages> ps;
   auto release = [&](int stage) {
@@ -289,7 +308,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           w[jj] = detail::pack_out2<Out>(value_of(v, h != 0), value_of(v + 1, h != 0));
         }
         const uint4 block = detail::quad_transpose(w, q);
-        const int r = h ? r_hi : r_lo, c = 8 * (vb / 4 + q);
+        const int r = h ? r_hi : r_lo, c = wg_col0 + 8 * (vb / 4 + q);
         if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
           *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
       }
@@ -309,10 +328,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (t + static_cast<int>(gridDim.x) < total_tiles) next_tc = tile_at(t + gridDim.x);
     };
     // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
-    // often short) skips its wgmmas and rescales; it still takes part in the stage hand-off.
-    // (Broadcast from lane 0 so the compiler sees a warp-uniform branch around the wgmmas; a
-    // possibly divergent one makes ptxas serialize them, C7518.)
-    const bool active = __shfl_sync(0xffffffffu, (warp_group - 1) * 64 < tc.rows_valid, 0);
+    // often short), or whose columns all lie past N, skips its wgmmas and rescales; it still
+    // takes part in the stage hand-off. (Broadcast from lane 0 so the compiler sees a
+    // warp-uniform branch around the wgmmas; a possibly divergent one makes ptxas serialize
+    // them, C7518.)
+    const bool active = __shfl_sync(
+        0xffffffffu, wg_row0 < tc.rows_valid && (Cfg::kWgN == 1 || wg_col0 < tc.cols_valid), 0);
     if constexpr (!kHybrid) {
       // One int32 accumulation over all of K; a stage is released once the wgmmas of the next
       // K tile are issued and the previous batch has completed.
@@ -339,7 +360,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns' scales
       // at once spill with the 128 x 256 tile). The first chunk's and the row scales are loaded
       // before the last wgmmas complete, so their latency hides under them.
-      constexpr int kChunkV = 64;
+      constexpr int kChunkV = kV < 64 ? kV : 64;
       const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
                                                            : int64_t(tc.expert));
       float sbv[kChunkV / 2];  // columns c_base + 8 (v0 / 4 + j) + {0, 1} of chunk v0
