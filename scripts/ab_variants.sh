@@ -7,7 +7,9 @@
 #   scripts/ab_variants.sh "base:-DMY_OLD_PATH" "new:" -- --tiles sm90_128x128,sm90_128x256
 #
 # Env: INT8HYBRID_CUDA_ARCHS (default 90), JOBS (default nproc), ROUNDS (default 2), OUT (JSON
-# per run, default build-ab).
+# per run, default build-ab), TESTS (a gtest filter: each variant also builds the GPU tests and
+# runs the matching ones before any timing, so an experiment's numbers come with its correctness;
+# e.g. TESTS='HybridGroupedGemm*:Overflow*').
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 variants=()
@@ -20,6 +22,9 @@ mkdir -p "$OUTDIR"
 per=$(( JOBS / ${#variants[@]} )); [[ $per -lt 1 ]] && per=1
 GEN=()
 command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
+TESTS="${TESTS:-}"
+targets=(bench_gemm)
+[[ -n "$TESTS" ]] && targets+=(int8_hybrid_moe_gpu_tests)
 
 "$ROOT/scripts/fetch_deps.sh" >/dev/null
 t0=$(date +%s)
@@ -27,8 +32,9 @@ for v in "${variants[@]}"; do
   name="${v%%:*}" flags="${v#*:}"
   ( cmake -S "$ROOT" -B "$ROOT/build-ab/$name" "${GEN[@]}" \
       -DINT8HYBRID_CUDA_ARCHS="${INT8HYBRID_CUDA_ARCHS:-90}" -DINT8HYBRID_BUILD_TORCH=OFF \
-      -DINT8HYBRID_BUILD_TESTS=OFF "-DCMAKE_CUDA_FLAGS=$flags" >/dev/null &&
-    cmake --build "$ROOT/build-ab/$name" -j "$per" --target bench_gemm ) \
+      -DINT8HYBRID_BUILD_TESTS="$([[ -n "$TESTS" ]] && echo ON || echo OFF)" \
+      "-DCMAKE_CUDA_FLAGS=$flags" >/dev/null &&
+    cmake --build "$ROOT/build-ab/$name" -j "$per" --target "${targets[@]}" ) \
     >"$OUTDIR/build-$name.log" 2>&1 &
 done
 fail=0
@@ -37,6 +43,25 @@ echo "ab_variants: built ${#variants[@]} variants in $(( $(date +%s) - t0 )) s"
 if [[ $fail -ne 0 ]]; then
   for v in "${variants[@]}"; do tail -20 "$OUTDIR/build-${v%%:*}.log"; done
   exit 1
+fi
+test_lines=()
+if [[ -n "$TESTS" ]]; then
+  for v in "${variants[@]}"; do
+    name="${v%%:*}"
+    echo "== variant $name: GPU tests '$TESTS' =="
+    log="$OUTDIR/tests-$name.log"
+    "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" >"$log" 2>&1
+    rc=$?
+    grep -E '^\[  (PASSED|FAILED)  \]' "$log" | sed 's/^/  /'
+    passed="$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')"
+    if [[ $rc -eq 0 && -n "$passed" ]]; then
+      test_lines+=("$(printf 'tests %-15s PASS (%s tests)' "$name" "$passed")")
+    else
+      test_lines+=("$(printf 'tests %-15s FAIL (exit %s; %s): its times below are not of a correct kernel' \
+        "$name" "$rc" "$log")")
+      fail=1
+    fi
+  done
 fi
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for v in "${variants[@]}"; do
@@ -67,3 +92,5 @@ for k in keys:
     cells = ["/".join("%.3f" % v for v in table[k].get(n, [])) or "-" for n in names]
     print("%-6s %-18s %-18s " % k + " ".join("%-15s" % c for c in cells))
 PY
+for line in ${test_lines[@]+"${test_lines[@]}"}; do echo "$line"; done
+exit "$fail"
