@@ -55,12 +55,10 @@ struct Sm90TileConfig {
   static constexpr bool kHybrid = kHybrid_;
   static constexpr int kConsumers = kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
-  // Registers: the producer keeps 40, the consumers share the rest of the 64K (multiple of 8).
+  // Registers: the producer keeps 40, the consumers share the rest of the 64K per SM in the
+  // multiples of 8 that setmaxnreg takes (232 with two consumer warpgroups, 152 with three).
   static constexpr int kProducerRegs = 40;
-  static constexpr int kConsumerRegs =
-      ((65536 - 128 * kProducerRegs) / (128 * kConsumers)) / 8 * 8 > 232
-          ? 232
-          : ((65536 - 128 * kProducerRegs) / (128 * kConsumers)) / 8 * 8;
+  static constexpr int kConsumerRegs = (65536 - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   using MmaAtom = std::conditional_t<
       kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
       std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
@@ -398,7 +396,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       clear(acc_f);
       // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
       // group `gi` of scale slot `sl`.
-      auto f_quad = [&](int sl, int gi, int v, float (&f)[4]) {
+      auto f_quad = [&](int sl, int gi, int v, float(&f)[4]) {
         const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
         const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c_base + 8 * (v >> 2)]);
         f[0] = fa_lo * fb.x;
