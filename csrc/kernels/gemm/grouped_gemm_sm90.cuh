@@ -5,8 +5,8 @@
 // CTA = 1 + kConsumers warpgroups: warpgroup 0 is the producer (one warp issues the TMA loads of A
 // and B and, for the hybrid scheme, cp.async loads of the block scales); the consumers each own a
 // 64 x kWgTileN part of the BM x BN output tile (the shipped configs: 128 x 128 and 128 x 256,
-// two consumers stacked along M). Shared memory holds `Stages` K tiles of
-// 128 int8 (128-byte swizzled rows, the layout wgmma reads); full/empty mbarriers hand stages
+// two consumers stacked along M). Shared memory holds `Stages` K tiles of 128 int8 (128-byte
+// swizzled rows, the layout wgmma reads); full/empty mbarriers hand stages
 // between producer and consumers. The grid is one CTA per SM looping over output tiles, so the
 // producer already loads the next tile while the consumers run the epilogue of this one.
 //
