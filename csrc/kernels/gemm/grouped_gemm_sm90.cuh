@@ -49,6 +49,7 @@ struct Sm90TileConfig {
   static constexpr int kWgM = BM / 64, kWgN = WgN_;  // consumer warpgroups along M and N
   static constexpr int kWgTileN = BN / kWgN;         // columns of one warpgroup's tile
   static_assert(BM % 64 == 0 && BN % kWgN == 0, "whole 64-row warpgroup tiles");
+  static_assert(kWgM == 1 || kWgN == 1, "consumer warpgroups along one axis only");
   static_assert(kWgTileN == 64 || kWgTileN == 128 || kWgTileN == 256, "a wgmma N of 64/128/256");
   static_assert(kWgTileN <= 128 || !kHybrid_,
                 "a 256-column warpgroup tile leaves no registers for the hybrid's accumulators");
@@ -63,7 +64,7 @@ struct Sm90TileConfig {
       kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
       std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
                          cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN>>;
-  // Warpgroup w of the consumers takes tile (w % kWgM, w / kWgM) (CuTe's column-major layout).
+  // Consumer warpgroup w takes the w-th 64 x kWgTileN tile along its axis.
   using TiledMma = decltype(cute::make_tiled_mma(
       MmaAtom{}, cute::Layout<cute::Shape<cute::Int<kWgM>, cute::Int<kWgN>, cute::_1>>{}));
   // 8 rows x 128 bytes, 128-byte swizzle: what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and a
@@ -261,12 +262,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   static_assert(kV == Cfg::kWgTileN / 2, "one 64 x kWgTileN wgmma accumulator per warpgroup");
   // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
-  // (Spelled per case: the compiler cannot bound warp_group, so a `% kWgM` or `/ kWgM` along an
-  // axis with one warpgroup would cost instructions and registers.)
-  const int wg_row0 = Cfg::kWgN == 1   ? (warp_group - 1) * 64
-                      : Cfg::kWgM == 1 ? 0
-                                       : (warp_group - 1) % Cfg::kWgM * 64;
-  const int wg_col0 = Cfg::kWgN == 1 ? 0 : (warp_group - 1) / Cfg::kWgM * Cfg::kWgTileN;
+  // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
+  // warp_group, so a `% kWgM` there would cost instructions and registers).
+  const int wg_row0 = Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
+  const int wg_col0 = Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
   const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
   const int c_base = wg_col0 + 2 * (lane % 4);
 
