@@ -20,13 +20,7 @@ namespace {
 // slots (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#ifdef I8H_EXP_WG3
-// Experiment: 64 x 192 CTA tile, three consumer warpgroups of 64 x 64 (one more independent
-// wgmma -> rescale chain per SM than 128 x 128's two).
-using Sm90HybridTile = Sm90TileConfig<5, true, 192, 64, 3>;
-#else
 using Sm90HybridTile = Sm90TileConfig<5, true>;
-#endif
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
