@@ -234,7 +234,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
+#ifdef I8H_PROBE_NOLOAD
+        if (lane == 0) Barrier::arrive(&S.full[ps.stage]);
+        if (false) {
+#else
         if (lane == 0) {
+#endif
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
           SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
                                  static_cast<int>(tc.row0));
@@ -307,7 +312,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         const uint4 block = detail::quad_transpose(w, q);
         const int r = h ? r_hi : r_lo, c = wg_col0 + 8 * (vb / 4 + q);
+#ifdef I8H_PROBE_NOSTORE
+        if (r < tc.rows_valid && c < tc.cols_valid && p.K < 0)
+#else
         if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
+#endif
           *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
       }
     }
@@ -347,7 +356,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       int prev = -1;
       for (int kt = 0; kt < k_tiles; ++kt) {
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
+#ifdef I8H_PROBE_NOMMA
+        if (kt == 0) {
+          CUTE_UNROLL
+          for (int v = 0; v < kV; ++v) acc(v) = ct * 3 + v + t;
+        }
+#else
         mma_tile(ps.stage, kt == 0);
+#endif
         if (kt == 0) decode_next();
         warpgroup_wait<1>();
         if (prev >= 0) release(prev);
