@@ -89,6 +89,9 @@ struct Sm90TileConfig {
     alignas(16) int32_t qb[kScaleSlots][kScaleBlocks][kScaleRowsB];
     alignas(16) float fa[kScaleSlots][kScaleBlocks][kScaleRowsA];
     alignas(16) float fb[kScaleSlots][kScaleBlocks][kScaleRowsB];
+#ifdef I8H_EXP_SMEMCOORD
+    TileCoord coord[Stages];  // the tile whose first K tile is in stage s (written by the producer)
+#endif
     uint64_t full[Stages];
     uint64_t empty[Stages];
     uint64_t scale_full[kScaleSlots];
@@ -240,6 +243,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #else
         if (lane == 0) {
 #endif
+#ifdef I8H_EXP_SMEMCOORD
+          if (kt == 0) {
+            S.coord[ps.stage] = tc;  // published by the arrive below (release.cta)
+            asm volatile("" ::: "memory");
+          }
+#endif
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
           SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
                                  static_cast<int>(tc.row0));
@@ -327,6 +336,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // binary search over tile_offsets is off the path between two tiles; measured -7% on GEMM2,
   // whose tiles have 4 K tiles only). The hybrid decodes in place: the same change measured
   // 3-4% slower there (docs/PERF.md v12).
+#ifdef I8H_EXP_SMEMCOORD
+  for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+    TxBarrier::wait(&S.full[ps.stage], ps.phase);
+    asm volatile("" ::: "memory");
+    const TileCoord tc = S.coord[ps.stage];
+    auto decode_next = [] {};
+#else
   TileCoord next_tc{};
   if (!kHybrid && static_cast<int>(blockIdx.x) < total_tiles) next_tc = tile_at(blockIdx.x);
   for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
@@ -334,6 +350,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     auto decode_next = [&] {
       if (t + static_cast<int>(gridDim.x) < total_tiles) next_tc = tile_at(t + gridDim.x);
     };
+#endif
+#ifdef I8H_EXP_PFSCALE
+    if constexpr (!kHybrid) {  // the epilogue's scales into L1 while the main loop runs
+      if (warp == 0 && p.scale_b_per_channel) {
+        const float* sb = p.scale_b + int64_t(tc.expert) * p.N + tc.n0;
+        if (lane * 32 < tc.cols_valid) asm volatile("prefetch.global.L1 [%0];" ::"l"(sb + lane * 32));
+      }
+      if (warp == 1 && p.scale_a_per_row && lane * 32 < tc.rows_valid)
+        asm volatile("prefetch.global.L1 [%0];" ::"l"(p.scale_a + tc.row0 + lane * 32));
+    }
+#endif
     // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
     // often short), or whose columns all lie past N, skips its wgmmas and rescales; it still
     // takes part in the stage hand-off. (Broadcast from lane 0 so the compiler sees a
