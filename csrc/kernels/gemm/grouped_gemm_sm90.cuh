@@ -9,6 +9,11 @@
 // swizzled rows, the layout wgmma reads); full/empty mbarriers hand stages
 // between producer and consumers. The grid is one CTA per SM looping over output tiles, so the
 // producer already loads the next tile while the consumers run the epilogue of this one.
+// Per-token: the producer, which decodes every tile for its loads anyway, publishes the tile's
+// coordinates in shared memory with the tile's first stage, so the consumers never run the
+// binary search over tile_offsets (~10 dependent global loads) between their wgmmas: -4% GEMM1,
+// -6 to -17% GEMM2 (docs/PERF.md v15). The hybrid decodes in place: the same hand-off measured
+// +3% on its GEMM2 (v13b, v15), whose consumers also wait for a scale chunk at every tile start.
 //
 // Hybrid scheme (docs/FORMAT.md): each K-block's int32 sum is accumulated by wgmma into its own
 // registers (zeroed at the block's first K tile), then rescaled by QA*QB with an integer
@@ -89,9 +94,8 @@ struct Sm90TileConfig {
     alignas(16) int32_t qb[kScaleSlots][kScaleBlocks][kScaleRowsB];
     alignas(16) float fa[kScaleSlots][kScaleBlocks][kScaleRowsA];
     alignas(16) float fb[kScaleSlots][kScaleBlocks][kScaleRowsB];
-#ifdef I8H_EXP_SMEMCOORD
-    TileCoord coord[Stages];  // the tile whose first K tile is in stage s (written by the producer)
-#endif
+    // Per-token: coord[s] = the tile whose first K tile is in stage s (published by full[s]).
+    TileCoord coord[kHybrid ? 1 : Stages];
     uint64_t full[Stages];
     uint64_t empty[Stages];
     uint64_t scale_full[kScaleSlots];
@@ -185,6 +189,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, Stages = Cfg::Stages;
   constexpr bool kHybrid = kScheme == Scheme::kHybrid;
+  static_assert(Cfg::kHybrid == kHybrid, "the tile config's shared memory is laid out per scheme");
   constexpr int kConsumerWarps = 4 * Cfg::kConsumers;
   const GroupedGemmParams& p = P.p;
 
@@ -237,18 +242,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
-#ifdef I8H_PROBE_NOLOAD
-        if (lane == 0) Barrier::arrive(&S.full[ps.stage]);
-        if (false) {
-#else
         if (lane == 0) {
-#endif
-#ifdef I8H_EXP_SMEMCOORD
-          if (kt == 0) {
-            S.coord[ps.stage] = tc;  // published by the arrive below (release.cta)
+          if (!kHybrid && kt == 0) {
+            S.coord[ps.stage] = tc;
+            // Kept before the arrive, whose release.cta semantics publish it to the consumers'
+            // acquiring wait (the CUTLASS asm has no memory clobber to order it for the compiler).
             asm volatile("" ::: "memory");
           }
-#endif
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
           SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
                                  static_cast<int>(tc.row0));
@@ -321,46 +321,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         const uint4 block = detail::quad_transpose(w, q);
         const int r = h ? r_hi : r_lo, c = wg_col0 + 8 * (vb / 4 + q);
-#ifdef I8H_PROBE_NOSTORE
-        if (r < tc.rows_valid && c < tc.cols_valid && p.K < 0)
-#else
         if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
-#endif
           *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
       }
     }
   };
 
   sm90::PipeState<Cfg::kScaleSlots> ss;
-  // Per-token: the next tile's coordinates are decoded while this tile's first wgmmas run (its
-  // binary search over tile_offsets is off the path between two tiles; measured -7% on GEMM2,
-  // whose tiles have 4 K tiles only). The hybrid decodes in place: the same change measured
-  // 3-4% slower there (docs/PERF.md v12).
-#ifdef I8H_EXP_SMEMCOORD
   for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
-    TxBarrier::wait(&S.full[ps.stage], ps.phase);
-    asm volatile("" ::: "memory");
-    const TileCoord tc = S.coord[ps.stage];
-    auto decode_next = [] {};
-#else
-  TileCoord next_tc{};
-  if (!kHybrid && static_cast<int>(blockIdx.x) < total_tiles) next_tc = tile_at(blockIdx.x);
-  for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
-    const TileCoord tc = kHybrid ? tile_at(t) : next_tc;
-    auto decode_next = [&] {
-      if (t + static_cast<int>(gridDim.x) < total_tiles) next_tc = tile_at(t + gridDim.x);
-    };
-#endif
-#ifdef I8H_EXP_PFSCALE
-    if constexpr (!kHybrid) {  // the epilogue's scales into L1 while the main loop runs
-      if (warp == 0 && p.scale_b_per_channel) {
-        const float* sb = p.scale_b + int64_t(tc.expert) * p.N + tc.n0;
-        if (lane * 32 < tc.cols_valid) asm volatile("prefetch.global.L1 [%0];" ::"l"(sb + lane * 32));
-      }
-      if (warp == 1 && p.scale_a_per_row && lane * 32 < tc.rows_valid)
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(p.scale_a + tc.row0 + lane * 32));
+    TileCoord tc;
+    if constexpr (kHybrid) {
+      tc = tile_at(t);
+    } else {  // published by the producer with the tile's first stage (see the file comment)
+      TxBarrier::wait(&S.full[ps.stage], ps.phase);
+      asm volatile("" ::: "memory");  // the read stays after the acquiring wait
+      tc = S.coord[ps.stage];
     }
-#endif
     // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
     // often short), or whose columns all lie past N, skips its wgmmas and rescales; it still
     // takes part in the stage hand-off. (Broadcast from lane 0 so the compiler sees a
@@ -372,7 +348,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // One int32 accumulation over all of K; a stage is released once the wgmmas of the next
       // K tile are issued and the previous batch has completed.
       if (!active) {
-        decode_next();
         for (int kt = 0; kt < k_tiles; ++kt) {
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
           release(ps.stage);
@@ -383,15 +358,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       int prev = -1;
       for (int kt = 0; kt < k_tiles; ++kt) {
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
-#ifdef I8H_PROBE_NOMMA
-        if (kt == 0) {
-          CUTE_UNROLL
-          for (int v = 0; v < kV; ++v) acc(v) = ct * 3 + v + t;
-        }
-#else
         mma_tile(ps.stage, kt == 0);
-#endif
-        if (kt == 0) decode_next();
         warpgroup_wait<1>();
         if (prev >= 0) release(prev);
         prev = ps.stage;
