@@ -54,8 +54,10 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 // - the SM90 kernel (wgmma, TMA) wherever it runs (and, hybrid, B = 128): on the H200 it beats
 //   every SM80 tile both at 256 rows per expert (the default shape) and at 2 rows per expert
 //   (decode, M = 64), since a consumer warpgroup whose 64 rows are all padding skips its wgmmas
-//   (docs/PERF.md v8-v9). Per-token takes the 128 x 256 tile (fewer L2 -> SM bytes per output;
-//   faster than 128 x 128 at both loads), the hybrid the 128 x 128 tile (its only SM90 tile).
+//   (docs/PERF.md v8-v9). Per-token takes the 128 x 256 tile (fewer L2 -> SM bytes per output:
+//   -4% GEMM1, 0 to -5% GEMM2 at the default shape) unless experts average under 64 rows
+//   (decode), where 128 x 128 takes 3% less for the two GEMMs together (GEMM2 -9%, GEMM1 +2%;
+//   H200, docs/PERF.md v15); the hybrid takes 128 x 128 (its only SM90 tile).
 // SM80 tiles (measured on H100 at the default MoE shape, mean 256 rows/expert):
 // - hybrid: 64x64 tiles (4 warps, two CTAs per SM) beat 128x64 on both MoE GEMMs (1.37 vs 1.50 ms
 //   and 1.06 vs 1.08 ms); 128x64 is kept for very large experts, where a 64-row tile re-reads
@@ -65,7 +67,7 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
   if (gemm_sm90_available() && (!hybrid || block_size == 128))
-    return hybrid ? GemmTile::kSm90_128x128 : GemmTile::kSm90_128x256;
+    return hybrid || mean_rows < 64 ? GemmTile::kSm90_128x128 : GemmTile::kSm90_128x256;
   if (hybrid) return mean_rows < 1024 ? GemmTile::k64x64 : GemmTile::k128x64;
   return mean_rows < 96 ? GemmTile::k64x64 : GemmTile::k128x128;
 }
