@@ -189,7 +189,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, Stages = Cfg::Stages;
   constexpr bool kHybrid = kScheme == Scheme::kHybrid;
-  static_assert(Cfg::kHybrid == kHybrid, "the tile config's shared memory is laid out per scheme");
   constexpr int kConsumerWarps = 4 * Cfg::kConsumers;
   const GroupedGemmParams& p = P.p;
 
