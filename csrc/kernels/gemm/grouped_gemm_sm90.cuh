@@ -12,8 +12,8 @@
 // Per-token: the producer, which decodes every tile for its loads anyway, publishes the tile's
 // coordinates in shared memory with the tile's first stage, so the consumers never run the
 // binary search over tile_offsets (~10 dependent global loads) between their wgmmas: -4% GEMM1,
-// -6 to -17% GEMM2 (docs/PERF.md v15). The hybrid decodes in place: the same hand-off measured
-// +3% on its GEMM2 (v13b, v15), whose consumers also wait for a scale chunk at every tile start.
+// -6 to -17% GEMM2 (docs/PERF.md v15). The hybrid decodes in place: such hand-offs measured 3-5%
+// slower on its GEMM2 (v13b, v15); its consumers wait for a scale chunk at every tile start.
 //
 // Hybrid scheme (docs/FORMAT.md): each K-block's int32 sum is accumulated by wgmma into its own
 // registers (zeroed at the block's first K tile), then rescaled by QA*QB with an integer
