@@ -68,9 +68,6 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   Sm90GemmParams params;
   params.p = p;
   params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::BM);
-#ifdef I8H_EXP_TAIL64
-  params.tma_a64 = make_int8_tensor_map(p.A, p.R, p.K, 64);
-#endif
   params.tma_b = make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN);
   const int64_t grid =
       std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());

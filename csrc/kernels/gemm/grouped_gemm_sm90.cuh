@@ -109,9 +109,6 @@ struct Sm90TileConfig {
 struct Sm90GemmParams {
   GroupedGemmParams p;
   CUtensorMap tma_a;  // A [R, K] int8, box 128 x 128
-#ifdef I8H_EXP_TAIL64
-  CUtensorMap tma_a64;  // experiment: A in boxes of 64 x 128, for tiles of at most 64 rows
-#endif
   CUtensorMap tma_b;  // B [E * N, K] int8, box BN x 128
 };
 
@@ -251,23 +248,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             // acquiring wait (the CUTLASS asm has no memory clobber to order it for the compiler).
             asm volatile("" ::: "memory");
           }
-#ifdef I8H_EXP_TAIL64
-          // Experiment: a per-token tile of at most 64 rows loads only those 64 A rows (its second
-          // warpgroup is inactive and reads nothing of the stage).
-          if (!kHybrid && Cfg::BM == 128 && Cfg::kWgN == 1 && tc.rows_valid <= 64) {
-            TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], (64 + BN) * BK);
-            SM90_TMA_LOAD_2D::copy(&P.tma_a64, &S.full[ps.stage], kEvictNormal, S.A[ps.stage],
-                                   kt * BK, static_cast<int>(tc.row0));
-          } else {
-            TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
-            SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage],
-                                   kt * BK, static_cast<int>(tc.row0));
-          }
-#else
           TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
           SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
                                  static_cast<int>(tc.row0));
-#endif
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
