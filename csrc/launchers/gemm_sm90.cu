@@ -19,11 +19,7 @@ namespace {
 // than 128 x 128 (docs/PERF.md v8). Hybrid: 5 stages of 32 KiB plus two 16.5 KiB block-scale
 // slots (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false>;
-#ifdef I8H_EXP_CLUSTER
-using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256, 128, 1, 2>;
-#else
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#endif
 using Sm90HybridTile = Sm90TileConfig<5, true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -66,49 +62,17 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
                                                        Cfg::kSmemBytes);
   const int64_t tiles = count_output_tiles(p, Cfg::BN, max_m_tiles);
-  // B rows are addressed up to E * N + BN (a cluster's N-tile past N for an odd N-tile count).
-  I8H_CHECK_ARG(int64_t(p.num_experts) * p.N + Cfg::BN <= 0x7fffffff, "int8_grouped_gemm", "E * N",
-                "below 2^31 - BN (TMA row coordinate of B)", int64_t(p.num_experts) * p.N);
+  I8H_CHECK_ARG(int64_t(p.num_experts) * p.N <= 0x7fffffff, "int8_grouped_gemm", "E * N",
+                "below 2^31 (TMA row coordinate of B)", int64_t(p.num_experts) * p.N);
   if (tiles == 0) return;
   Sm90GemmParams params;
   params.p = p;
-  params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::kBoxRowsA);
-#ifdef I8H_EXP_TAIL64
-  params.tma_a64 = make_int8_tensor_map(p.A, p.R, p.K, 64);
-#endif
+  params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::BM);
   params.tma_b = make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN);
-  constexpr int kCluster = Cfg::kClusterN;
-  if constexpr (kCluster == 1) {
-    const int64_t grid =
-        std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());
-    kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
-    I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
-  } else {
-    // Work units of the persistent grid: an M-tile times kCluster neighbouring N-tiles.
-    const int64_t units = max_m_tiles * ((p.n_tiles + kCluster - 1) / kCluster);
-    cudaLaunchConfig_t cfg{};
-    cfg.blockDim = dim3(Cfg::kThreads);
-    cfg.dynamicSmemBytes = Cfg::kSmemBytes;
-    cfg.stream = stream;
-    cudaLaunchAttribute cluster_attr{};
-    cluster_attr.id = cudaLaunchAttributeClusterDimension;
-    cluster_attr.val.clusterDim.x = kCluster;
-    cluster_attr.val.clusterDim.y = 1;
-    cluster_attr.val.clusterDim.z = 1;
-    cfg.attrs = &cluster_attr;
-    cfg.numAttrs = 1;
-    cfg.gridDim = dim3(kCluster);  // a valid grid for the occupancy query
-    static int max_clusters = [&] {
-      int n = 0;
-      I8H_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg));
-      if (n < 1)
-        throw CudaError(
-            "int8_grouped_gemm (SM90): no 2-CTA cluster of this kernel fits the device");
-      return n;
-    }();
-    cfg.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(units, max_clusters) * kCluster));
-    I8H_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, params));
-  }
+  const int64_t grid =
+      std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());
+  kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
+  I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
 }
 
 template <class Cfg, Scheme kScheme>

@@ -36,7 +36,6 @@
 #include <type_traits>
 
 #include <cute/tensor.hpp>
-#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -49,10 +48,7 @@ namespace int8_hybrid_moe::gemm {
 
 // CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
 // 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
-// Experiment (I8H_EXP_CLUSTER): ClusterN = 2 CTAs of a cluster take neighbouring N-tiles of one
-// M-tile and each loads half of the shared A tile, multicast to both (I8H_EXP_CLUSTER_NOMC: each
-// loads all of A itself, the stages stay coupled: the coupling's cost alone).
-template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1, int ClusterN_ = 1>
+template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
   static constexpr int kWgM = BM / 64, kWgN = WgN_;  // consumer warpgroups along M and N
@@ -63,14 +59,6 @@ struct Sm90TileConfig {
   static_assert(kWgTileN <= 128 || !kHybrid_,
                 "a 256-column warpgroup tile leaves no registers for the hybrid's accumulators");
   static constexpr bool kHybrid = kHybrid_;
-  static constexpr int kClusterN = ClusterN_;
-  static_assert(kClusterN == 1 || (kClusterN == 2 && !kHybrid_), "per-token 2-CTA clusters only");
-#ifdef I8H_EXP_CLUSTER_NOMC
-  static constexpr bool kMulticastA = false;
-#else
-  static constexpr bool kMulticastA = kClusterN > 1;
-#endif
-  static constexpr int kBoxRowsA = kMulticastA ? BM / kClusterN : BM;  // A rows a CTA loads
   static constexpr int kConsumers = kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
   // Registers: the producer keeps 40, the consumers share the rest of the 64K per SM in the
@@ -121,9 +109,6 @@ struct Sm90TileConfig {
 struct Sm90GemmParams {
   GroupedGemmParams p;
   CUtensorMap tma_a;  // A [R, K] int8, box 128 x 128
-#ifdef I8H_EXP_TAIL64
-  CUtensorMap tma_a64;  // experiment: A in boxes of 64 x 128, for tiles of at most 64 rows
-#endif
   CUtensorMap tma_b;  // B [E * N, K] int8, box BN x 128
 };
 
@@ -218,13 +203,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp_group = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
-  constexpr int kCluster = Cfg::kClusterN;
-  const int cta_rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
-      // Clusters: a stage is refilled once the consumers of both CTAs released it.
-      Barrier::init(&S.empty[s], kConsumerWarps * kCluster);
+      Barrier::init(&S.empty[s], kConsumerWarps);
     }
     for (int s = 0; s < Cfg::kScaleSlots; ++s) {
       Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
@@ -232,22 +214,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
     cutlass::arch::fence_barrier_init();
   }
-  if constexpr (kCluster > 1)
-    cute::cluster_sync();  // the partner's barriers are initialized before any multicast or arrive
-  else
-    __syncthreads();
+  __syncthreads();
 
-  // Work unit u = (M-tile, kCluster neighbouring N-tiles); CTA `cta_rank` of a cluster takes
-  // N-tile kCluster * (u % units_n) + cta_rank (past N for an odd N-tile count: computed on
-  // padding, never stored, still loads its share of A).
-  const int units_n = (p.n_tiles + kCluster - 1) / kCluster;
-  const int total_tiles = p.tile_offsets[p.num_experts] * units_n;
-  const int first_unit = static_cast<int>(blockIdx.x) / kCluster;
-  const int unit_step = static_cast<int>(gridDim.x) / kCluster;
+  const int total_tiles = p.tile_offsets[p.num_experts] * p.n_tiles;
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);  // hybrid: B = BK, one block a tile
-  auto tile_at = [&](int u) {
-    return decode_tile(p, u / units_n, (u % units_n) * kCluster + cta_rank, BM, BN);
-  };
+  auto tile_at = [&](int t) { return decode_tile(p, t / p.n_tiles, t % p.n_tiles, BM, BN); };
 
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
@@ -256,7 +227,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-    for (int t = first_unit; t < total_tiles; t += unit_step) {
+    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
@@ -277,40 +248,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             // acquiring wait (the CUTLASS asm has no memory clobber to order it for the compiler).
             asm volatile("" ::: "memory");
           }
-#ifdef I8H_EXP_TAIL64
-          // Experiment: a per-token tile of at most 64 rows loads only those 64 A rows (its second
-          // warpgroup is inactive and reads nothing of the stage). Not with the A multicast.
-          if (!kHybrid && !Cfg::kMulticastA && Cfg::BM == 128 && Cfg::kWgN == 1 &&
-              tc.rows_valid <= 64) {
-            TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], (64 + BN) * BK);
-            SM90_TMA_LOAD_2D::copy(&P.tma_a64, &S.full[ps.stage], kEvictNormal, S.A[ps.stage],
-                                   kt * BK, static_cast<int>(tc.row0));
-          } else
-#endif
-          {
-            TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
-            if constexpr (Cfg::kMulticastA) {
-              const int a_row = cta_rank * Cfg::kBoxRowsA;
-              SM90_TMA_LOAD_MULTICAST_2D::copy(&P.tma_a, &S.full[ps.stage],
-                                               static_cast<uint16_t>((1u << kCluster) - 1u),
-                                               kEvictNormal, S.A[ps.stage] + a_row * BK, kt * BK,
-                                               static_cast<int>(tc.row0) + a_row);
-            } else {
-              SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage],
-                                     kt * BK, static_cast<int>(tc.row0));
-            }
-          }
+          TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
+          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
+                                 static_cast<int>(tc.row0));
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
-        ps.advance();
-      }
-    }
-    if constexpr (kCluster > 1) {
-      // Stay resident until both CTAs' consumers released every stage: their last arrivals land
-      // on this CTA's barriers, which must outlive them.
-      for (int s = 0; s < Stages; ++s) {
-        Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         ps.advance();
       }
     }
@@ -341,14 +284,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   sm90::PipeState<Stages> ps;
   auto release = [&](int stage) {
-    if (lane == 0) {
-      if constexpr (kCluster > 1) {
-        CUTE_UNROLL
-        for (int c = 0; c < kCluster; ++c) Barrier::arrive(&S.empty[stage], c, 1u);
-      } else {
-        Barrier::arrive(&S.empty[stage]);
-      }
-    }
+    if (lane == 0) Barrier::arrive(&S.empty[stage]);
   };
   auto release_scales = [&](int slot) {
     if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
@@ -391,7 +327,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   };
 
   sm90::PipeState<Cfg::kScaleSlots> ss;
-  for (int t = first_unit; t < total_tiles; t += unit_step) {
+  for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
     TileCoord tc;
     if constexpr (kHybrid) {
       tc = tile_at(t);
