@@ -452,6 +452,30 @@ TEST(PerTokenGroupedGemm, BroadcastScalesKTailsAndEdgeExperts) {
     }
 }
 
+// More output tiles than twice the SMs of an H100 / H200 on the 128 x 128 tiles, so a persistent
+// CTA runs several tiles: its stage ring carries over from tile to tile, and (pingpong) both
+// consumer warpgroups take tiles and hand each other their turns. Sized so the CPU reference
+// compares every row (R * N * K = 2^28); the name puts it under compute-sanitizer in
+// scripts/gpu_check.sh. Experts of 0 to 64 rows (short last tiles) occur at random.
+TEST(PerTokenGroupedGemm, ManyTilesPerCtaSanitize) {
+  I8H_REQUIRE_GPU();
+  std::mt19937_64 rng(i8h_test::fresh_seed());
+  for (int64_t K : {int64_t(64), int64_t(192)}) {  // one K tile (partly zero-filled), two
+    PerTokenCase c;
+    c.pb.N = 512;
+    c.pb.K = K;
+    const int64_t rows_total = (int64_t(1) << 28) / (c.pb.N * K);
+    std::uniform_int_distribution<int64_t> rows(0, K == 64 ? 400 : 140);
+    for (int64_t total = 0; total < rows_total;) {
+      const int64_t r = std::min(rows(rng), rows_total - total);
+      c.pb.rows_per_expert.push_back(r);
+      total += r;
+    }
+    c.out = K == 64 ? DType::kBFloat16 : DType::kFloat16;
+    run_per_token_case(c);
+  }
+}
+
 TEST(PerTokenGroupedGemm, WorstCaseConstantInputs) {
   I8H_REQUIRE_GPU();
   PerTokenCase c;
