@@ -476,6 +476,23 @@ TEST(PerTokenGroupedGemm, ManyTilesPerCtaSanitize) {
   }
 }
 
+// As above with 16 K tiles per output tile: a persistent CTA's tiles start several stage-ring
+// wraps apart, which short K never shows (each expert's first and last rows and a sample of the
+// others are compared).
+TEST(PerTokenGroupedGemm, ManyLongTilesPerCta) {
+  I8H_REQUIRE_GPU();
+  std::mt19937_64 rng(i8h_test::fresh_seed());
+  PerTokenCase c;
+  c.pb.N = 256;
+  c.pb.K = 2048;
+  std::uniform_int_distribution<int64_t> rows(0, 400);
+  for (int64_t total = 0; total < 40000;) {
+    c.pb.rows_per_expert.push_back(rows(rng));
+    total += c.pb.rows_per_expert.back();
+  }
+  run_per_token_case(c);
+}
+
 TEST(PerTokenGroupedGemm, WorstCaseConstantInputs) {
   I8H_REQUIRE_GPU();
   PerTokenCase c;

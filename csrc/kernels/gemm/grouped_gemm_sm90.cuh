@@ -362,6 +362,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     };
     for (int j = w, t = blockIdx.x + w * gridDim.x; t < total_tiles;
          j += 2, t += 2 * gridDim.x) {
+      // The turn comes first: a full barrier's parity wait is only valid while its stage is at
+      // most one fill ahead of the wait, which holds once the other warpgroup has waited for
+      // every stage of tile j - 1 (a warpgroup's next tile lies k_tiles, often several ring
+      // wraps, past its last one).
+      if (j > 0) cutlass::arch::NamedBarrier::sync(256, 1 + w);
       const int64_t pos = int64_t(j) * k_tiles;
       ps.stage = static_cast<int>(pos % Stages);
       ps.phase = static_cast<uint32_t>(pos / Stages) & 1u;
@@ -371,7 +376,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
       // around whole main loops, so ptxas does not serialize the wgmmas, C7518).
       const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
-      if (j > 0) cutlass::arch::NamedBarrier::sync(256, 1 + w);
       int prev = -1;
       const auto main_loop = [&](auto halves) {
         for (int kt = 0; kt < k_tiles; ++kt) {
