@@ -453,8 +453,8 @@ TEST(PerTokenGroupedGemm, BroadcastScalesKTailsAndEdgeExperts) {
 }
 
 // More output tiles than twice the SMs of an H100 / H200 on the 128 x 128 tiles, so a persistent
-// CTA runs several tiles: its stage ring carries over from tile to tile, and (pingpong) both
-// consumer warpgroups take tiles and hand each other their turns. Sized so the CPU reference
+// CTA runs several tiles: its stage ring carries over from tile to tile (and a kernel whose
+// warpgroups take tiles in turn hands the turn over). Sized so the CPU reference
 // compares every row (R * N * K = 2^28); the name puts it under compute-sanitizer in
 // scripts/gpu_check.sh. Experts of 0 to 64 rows (short last tiles) occur at random.
 TEST(PerTokenGroupedGemm, ManyTilesPerCtaSanitize) {
@@ -476,9 +476,10 @@ TEST(PerTokenGroupedGemm, ManyTilesPerCtaSanitize) {
   }
 }
 
-// As above with 16 K tiles per output tile: a persistent CTA's tiles start several stage-ring
-// wraps apart, which short K never shows (each expert's first and last rows and a sample of the
-// others are compared).
+// As above with 16 K tiles per output tile, so a CTA's consecutive tiles start several stage-ring
+// wraps apart: a warpgroup that skips ahead to a later tile must not take a stale barrier phase
+// for it, which short K never shows (docs/RELIABILITY.md section 12). Each expert's first and
+// last rows and a sample of the others are compared.
 TEST(PerTokenGroupedGemm, ManyLongTilesPerCta) {
   I8H_REQUIRE_GPU();
   std::mt19937_64 rng(i8h_test::fresh_seed());
