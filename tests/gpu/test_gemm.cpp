@@ -38,6 +38,18 @@ struct GroupedProblem {
   }
 };
 
+// Experts of uniformly random 0..max_rows rows (the last one clamped) until R = total_rows.
+std::vector<int64_t> random_rows_per_expert(std::mt19937_64& rng, int64_t max_rows,
+                                            int64_t total_rows) {
+  std::uniform_int_distribution<int64_t> rows(0, max_rows);
+  std::vector<int64_t> out;
+  for (int64_t total = 0; total < total_rows;) {
+    out.push_back(std::min(rows(rng), total_rows - total));
+    total += out.back();
+  }
+  return out;
+}
+
 // Rows to compare: all of them for small problems, else the first/last row of every expert and
 // a random sample (the CPU reference is O(N*K) per row).
 std::vector<int64_t> rows_to_check(const GroupedProblem& pb, std::mt19937_64& rng) {
@@ -310,13 +322,7 @@ TEST(HybridGroupedGemm, LargeR70000) {
   I8H_REQUIRE_GPU();
   HybridCase c;
   std::mt19937_64 rng(i8h_test::fresh_seed());
-  std::uniform_int_distribution<int64_t> rows(0, 2 * 70000 / 128);
-  int64_t total = 0;
-  while (total < 70000) {
-    const int64_t r = std::min<int64_t>(rows(rng), 70000 - total);
-    c.pb.rows_per_expert.push_back(r);
-    total += r;
-  }
+  c.pb.rows_per_expert = random_rows_per_expert(rng, 2 * 70000 / 128, 70000);
   c.pb.N = 256;
   c.pb.K = 512;
   run_hybrid_case(c);
@@ -464,13 +470,8 @@ TEST(PerTokenGroupedGemm, ManyTilesPerCtaSanitize) {
     PerTokenCase c;
     c.pb.N = 512;
     c.pb.K = K;
-    const int64_t rows_total = (int64_t(1) << 28) / (c.pb.N * K);
-    std::uniform_int_distribution<int64_t> rows(0, K == 64 ? 400 : 140);
-    for (int64_t total = 0; total < rows_total;) {
-      const int64_t r = std::min(rows(rng), rows_total - total);
-      c.pb.rows_per_expert.push_back(r);
-      total += r;
-    }
+    c.pb.rows_per_expert =
+        random_rows_per_expert(rng, K == 64 ? 400 : 140, (int64_t(1) << 28) / (c.pb.N * K));
     c.out = K == 64 ? DType::kBFloat16 : DType::kFloat16;
     run_per_token_case(c);
   }
@@ -486,11 +487,7 @@ TEST(PerTokenGroupedGemm, ManyLongTilesPerCta) {
   PerTokenCase c;
   c.pb.N = 256;
   c.pb.K = 2048;
-  std::uniform_int_distribution<int64_t> rows(0, 400);
-  for (int64_t total = 0; total < 40000;) {
-    c.pb.rows_per_expert.push_back(rows(rng));
-    total += c.pb.rows_per_expert.back();
-  }
+  c.pb.rows_per_expert = random_rows_per_expert(rng, 400, 40000);
   run_per_token_case(c);
 }
 
