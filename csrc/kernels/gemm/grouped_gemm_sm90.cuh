@@ -48,18 +48,25 @@ namespace int8_hybrid_moe::gemm {
 
 // CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
 // 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
-template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1>
+// Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn;
+// their main loops are ordered so one issues wgmmas while the other runs its epilogue.
+template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
+          bool kPingpong_ = false>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
-  static constexpr int kWgM = BM / 64, kWgN = WgN_;  // consumer warpgroups along M and N
-  static constexpr int kWgTileN = BN / kWgN;         // columns of one warpgroup's tile
+  static constexpr bool kPingpong = kPingpong_;
+  // Consumer warpgroups along M and N sharing one tile (pingpong: one, the whole tile).
+  static constexpr int kWgM = kPingpong ? 1 : BM / 64, kWgN = kPingpong ? 1 : WgN_;
+  static constexpr int kWgTileN = BN / kWgN;  // columns of one warpgroup's tile
   static_assert(BM % 64 == 0 && BN % kWgN == 0, "whole 64-row warpgroup tiles");
   static_assert(kWgM == 1 || kWgN == 1, "consumer warpgroups along one axis only");
   static_assert(kWgTileN == 64 || kWgTileN == 128 || kWgTileN == 256, "a wgmma N of 64/128/256");
   static_assert(kWgTileN <= 128 || !kHybrid_,
                 "a 256-column warpgroup tile leaves no registers for the hybrid's accumulators");
+  static_assert(!kPingpong || (!kHybrid_ && BM == 128 && BN <= 128),
+                "pingpong: per-token, 128 rows (two wgmma M halves), accumulators <= 128 registers");
   static constexpr bool kHybrid = kHybrid_;
-  static constexpr int kConsumers = kWgM * kWgN;
+  static constexpr int kConsumers = kPingpong ? 2 : kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
   // Registers: the producer keeps 40, the consumers share the rest of the 64K per SM in the
   // multiples of 8 that setmaxnreg takes (232 with two consumer warpgroups, 152 with three).
@@ -69,9 +76,11 @@ struct Sm90TileConfig {
       kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
       std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
                          cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN>>;
-  // Consumer warpgroup w takes the w-th 64 x kWgTileN tile along its axis.
+  // Consumer warpgroup w takes the w-th 64 x kWgTileN tile along its axis (pingpong: one
+  // warpgroup's atom repeated over the BM / 64 halves of the tile).
   using TiledMma = decltype(cute::make_tiled_mma(
       MmaAtom{}, cute::Layout<cute::Shape<cute::Int<kWgM>, cute::Int<kWgN>, cute::_1>>{}));
+  static constexpr int kMmaThreads = 128 * kWgM * kWgN;
   // 8 rows x 128 bytes, 128-byte swizzle: what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and a
   // K-major wgmma descriptor reads.
   using SmemLayoutA = decltype(cute::tile_to_shape(
@@ -206,7 +215,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
-      Barrier::init(&S.empty[s], kConsumerWarps);
+      // Pingpong: one warpgroup consumes each stage.
+      Barrier::init(&S.empty[s], Cfg::kPingpong ? 4 : kConsumerWarps);
     }
     for (int s = 0; s < Cfg::kScaleSlots; ++s) {
       Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
@@ -264,7 +274,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
   const int ct = static_cast<int>(threadIdx.x) - 128;  // 0..255
   typename Cfg::TiledMma mma;
-  auto thr = mma.get_thread_slice(ct);
+  auto thr = mma.get_thread_slice(Cfg::kPingpong ? ct % 128 : ct);
   Tensor sA = make_tensor(make_smem_ptr(&S.A[0][0]), typename Cfg::SmemLayoutA{});
   Tensor sB = make_tensor(make_smem_ptr(&S.B[0][0]), typename Cfg::SmemLayoutB{});
   Tensor tCrA = thr.make_fragment_A(thr.partition_A(sA));  // (MMA, 1, BK/32, Stages) descriptors
@@ -272,13 +282,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   Tensor acc = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32, kWgTileN/2 values
   constexpr int kV = decltype(size(acc))::value;
   constexpr int kKSteps = BK / 32;
-  static_assert(kV == Cfg::kWgTileN / 2, "one 64 x kWgTileN wgmma accumulator per warpgroup");
+  constexpr int kHalves = Cfg::kPingpong ? BM / 64 : 1;  // wgmma M halves of one warpgroup
+  static_assert(kV == Cfg::kWgTileN / 2 * kHalves, "64 x kWgTileN wgmma accumulators");
   // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
   // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
   // warp_group, so a `% kWgM` there would cost instructions and registers).
-  const int wg_row0 = Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
-  const int wg_col0 = Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
+  const int wg_row0 = !Cfg::kPingpong && Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
+  const int wg_col0 = !Cfg::kPingpong && Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
   const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
   const int c_base = wg_col0 + 2 * (lane % 4);
 
@@ -305,7 +316,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // giving the fp32 result of value v (hi: row r_hi). Per row half and group of four 8-column
   // blocks, the quad's 4-byte pairs are transposed so each lane writes one block's 8 columns as
   // one 16-byte store: full 32-byte sectors, a quarter of the store instructions (PERF.md v11).
-  auto store = [&](const TileCoord& tc, auto&& value_of, int v0, int v1) {
+  // (Pingpong: the second 64-row half's values start at v_off, stored at rows + row_off.)
+  auto store = [&](const TileCoord& tc, auto&& value_of, int v0, int v1, int row_off = 0,
+                   int v_off = 0) {
     Out* gC = reinterpret_cast<Out*>(p.C) + tc.row0 * p.N + tc.n0;
     const int q = lane % 4;
     CUTE_UNROLL
@@ -319,13 +332,99 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           w[jj] = detail::pack_out2<Out>(value_of(v, h != 0), value_of(v + 1, h != 0));
         }
         const uint4 block = detail::quad_transpose(w, q);
-        const int r = h ? r_hi : r_lo, c = wg_col0 + 8 * (vb / 4 + q);
+        const int r = row_off + (h ? r_hi : r_lo), c = wg_col0 + 8 * ((vb - v_off) / 4 + q);
         if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
           *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
       }
     }
   };
 
+  if constexpr (Cfg::kPingpong) {
+    // Consumer warpgroup w takes tiles j = w, w + 2, ... of the CTA's sequence
+    // blockIdx.x + j * gridDim.x; tile j's K tiles hold ring positions j * k_tiles on. Its main
+    // loop waits (named barrier 1 + w) until the other warpgroup has issued all wgmmas of tile
+    // j - 1 and then signals the other's barrier, so the two main loops alternate on the tensor
+    // core and each epilogue runs under the other warpgroup's wgmmas. Every wait pairs with one
+    // signal: a warpgroup signals only when the tile after its own exists.
+    const int w = warp_group - 1;
+    const auto mma_rows = [&](auto halves, int stage, bool first) {
+      warpgroup_fence_operand(acc);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int k = 0; k < kKSteps; ++k) {
+        CUTE_UNROLL
+        for (int m = 0; m < decltype(halves)::value; ++m) {
+          mma.accumulate_ = first && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+          cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, 0, k, stage), acc(_, m, 0));
+        }
+      }
+      warpgroup_commit_batch();
+    };
+    for (int j = w, t = blockIdx.x + w * gridDim.x; t < total_tiles;
+         j += 2, t += 2 * gridDim.x) {
+      // The turn comes first: a full barrier's parity wait is only valid while its stage is at
+      // most one fill ahead of the wait, which holds once the other warpgroup has waited for
+      // every stage of tile j - 1 (a warpgroup's next tile lies k_tiles, often several ring
+      // wraps, past its last one).
+      if (j > 0) cutlass::arch::NamedBarrier::sync(256, 1 + w);
+      const int64_t pos = int64_t(j) * k_tiles;
+      ps.stage = static_cast<int>(pos % Stages);
+      ps.phase = static_cast<uint32_t>(pos / Stages) & 1u;
+      TxBarrier::wait(&S.full[ps.stage], ps.phase);
+      asm volatile("" ::: "memory");  // the read stays after the acquiring wait
+      const TileCoord tc = S.coord[ps.stage];
+      // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
+      // around whole main loops, so ptxas does not serialize the wgmmas, C7518).
+      const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
+      int prev = -1;
+      const auto main_loop = [&](auto halves) {
+        for (int kt = 0; kt < k_tiles; ++kt) {
+          TxBarrier::wait(&S.full[ps.stage], ps.phase);
+          mma_rows(halves, ps.stage, kt == 0);
+          warpgroup_wait<1>();
+          if (prev >= 0) release(prev);
+          prev = ps.stage;
+          ps.advance();
+        }
+      };
+      if (both)
+        main_loop(Int<kHalves>{});
+      else
+        main_loop(Int<1>{});
+      if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
+      // The epilogue of the cooperative path below, per 64-row half.
+      const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
+                                                           : int64_t(tc.expert));
+      float sbv[kV / kHalves / 2];  // columns c_base + 8 j + {0, 1}
+      CUTE_UNROLL
+      for (int jj = 0; jj < kV / kHalves / 4; ++jj) {
+        const int c = c_base + 8 * jj;
+        const bool ok = c < tc.cols_valid;
+        sbv[2 * jj] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
+        sbv[2 * jj + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+      }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc);
+      release(prev);
+      CUTE_UNROLL
+      for (int m = 0; m < kHalves; ++m) {
+        if (m > 0 && !both) break;
+        const int r0 = 64 * m;
+        const float sa_lo =
+            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r0 + r_lo, tc.rows_valid - 1) : 0];
+        const float sa_hi =
+            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r0 + r_hi, tc.rows_valid - 1) : 0];
+        constexpr int kHalfV = kV / kHalves;
+        store(
+            tc,
+            [&](int v, bool hi) {
+              return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
+                     sbv[2 * ((v - m * kHalfV) >> 2) + (v & 1)];
+            },
+            m * kHalfV, (m + 1) * kHalfV, r0, m * kHalfV);
+      }
+    }
+  } else {
   sm90::PipeState<Cfg::kScaleSlots> ss;
   for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
     TileCoord tc;
@@ -491,6 +590,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
     }
   }
+  }  // cooperative
 #else
   // Built for another target: the dispatcher never launches this path there.
   __trap();
