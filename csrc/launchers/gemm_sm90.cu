@@ -14,18 +14,12 @@ namespace int8_hybrid_moe::gemm {
 
 namespace {
 
-// Per-token 128 x 128: 6 stages of 32 KiB (193 KiB), the deepest pipeline that fits 227 KiB.
-// Per-token 128 x 256: 4 stages of 48 KiB (193 KiB); a quarter fewer L2 -> SM bytes per output
-// than 128 x 128 (docs/PERF.md v8). Hybrid: 5 stages of 32 KiB plus two 16.5 KiB block-scale
-// slots (194 KiB); 6 stages measured slower for it (docs/PERF.md v7).
-#ifdef I8H_EXP_PINGPONG  // WIP experiment: the per-token 128 x 128 tile as pingpong
-#ifndef I8H_EXP_PP_STAGES
-#define I8H_EXP_PP_STAGES 6
-#endif
-using Sm90PerTokenTile = Sm90TileConfig<I8H_EXP_PP_STAGES, false, 128, 128, 1, true>;
-#else
-using Sm90PerTokenTile = Sm90TileConfig<6, false>;
-#endif
+// Per-token 128 x 128: pingpong (each consumer warpgroup owns whole tiles, so one runs its
+// epilogue under the other's wgmmas: -9% GEMM2 on the H100, docs/PERF.md v16), 6 stages of
+// 32 KiB (193 KiB); 7 measured slower. Per-token 128 x 256: 4 stages of 48 KiB (193 KiB); a
+// quarter fewer L2 -> SM bytes per output than 128 x 128 (docs/PERF.md v8). Hybrid: 5 stages of
+// 32 KiB plus two 16.5 KiB block-scale slots (194 KiB); 6 stages measured slower for it (v7).
+using Sm90PerTokenTile = Sm90TileConfig<6, false, 128, 128, 1, /*pingpong=*/true>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
 using Sm90HybridTile = Sm90TileConfig<5, true>;
 

@@ -3,12 +3,17 @@
 // file is compiled for 90a only and the dispatcher picks this path on compute capability 9.0.
 //
 // CTA = 1 + kConsumers warpgroups: warpgroup 0 is the producer (one warp issues the TMA loads of A
-// and B and, for the hybrid scheme, cp.async loads of the block scales); the consumers each own a
-// 64 x kWgTileN part of the BM x BN output tile (the shipped configs: 128 x 128 and 128 x 256,
-// two consumers stacked along M). Shared memory holds `Stages` K tiles of 128 int8 (128-byte
-// swizzled rows, the layout wgmma reads); full/empty mbarriers hand stages
-// between producer and consumers. The grid is one CTA per SM looping over output tiles, so the
-// producer already loads the next tile while the consumers run the epilogue of this one.
+// and B and, for the hybrid scheme, cp.async loads of the block scales). Two consumer layouts:
+// - cooperative (hybrid 128 x 128, per-token 128 x 256): the two consumers each own a
+//   64 x kWgTileN part of every BM x BN output tile, stacked along M;
+// - pingpong (per-token 128 x 128): each consumer owns whole tiles, taking every other tile of
+//   the CTA; two named barriers order their main loops, so one warpgroup's epilogue runs under
+//   the other's wgmmas instead of leaving the tensor core idle: -9% on GEMM2's short K
+//   (docs/PERF.md v16), where the epilogue is a large share of a tile's time.
+// Shared memory holds `Stages` K tiles of 128 int8 (128-byte swizzled rows, the layout wgmma
+// reads); full/empty mbarriers hand stages between producer and consumers. The grid is one CTA
+// per SM looping over output tiles, so the producer already loads the next tile while the
+// consumers run the epilogue of this one.
 // Per-token: the producer, which decodes every tile for its loads anyway, publishes the tile's
 // coordinates in shared memory with the tile's first stage, so the consumers never run the
 // binary search over tile_offsets (~10 dependent global loads) between their wgmmas: -4% GEMM1,
@@ -48,8 +53,8 @@ namespace int8_hybrid_moe::gemm {
 
 // CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
 // 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
-// Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn;
-// their main loops are ordered so one issues wgmmas while the other runs its epilogue.
+// Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn
+// (see the file comment).
 template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
           bool kPingpong_ = false>
 struct Sm90TileConfig {
@@ -63,8 +68,9 @@ struct Sm90TileConfig {
   static_assert(kWgTileN == 64 || kWgTileN == 128 || kWgTileN == 256, "a wgmma N of 64/128/256");
   static_assert(kWgTileN <= 128 || !kHybrid_,
                 "a 256-column warpgroup tile leaves no registers for the hybrid's accumulators");
-  static_assert(!kPingpong || (!kHybrid_ && BM == 128 && BN <= 128),
-                "pingpong: per-token, 128 rows (two wgmma M halves), accumulators <= 128 registers");
+  static_assert(
+      !kPingpong || (!kHybrid_ && BM == 128 && BN <= 128),
+      "pingpong: per-token, 128 rows (two wgmma M halves), accumulators <= 128 registers");
   static constexpr bool kHybrid = kHybrid_;
   static constexpr int kConsumers = kPingpong ? 2 : kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
@@ -360,8 +366,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
       warpgroup_commit_batch();
     };
-    for (int j = w, t = blockIdx.x + w * gridDim.x; t < total_tiles;
-         j += 2, t += 2 * gridDim.x) {
+    for (int j = w, t = blockIdx.x + w * gridDim.x; t < total_tiles; j += 2, t += 2 * gridDim.x) {
       // The turn comes first: a full barrier's parity wait is only valid while its stage is at
       // most one fill ahead of the wait, which holds once the other warpgroup has waited for
       // every stage of tile j - 1 (a warpgroup's next tile lies k_tiles, often several ring
@@ -425,171 +430,173 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
     }
   } else {
-  sm90::PipeState<Cfg::kScaleSlots> ss;
-  for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
-    TileCoord tc;
-    if constexpr (kHybrid) {
-      tc = tile_at(t);
-    } else {  // published by the producer with the tile's first stage (see the file comment)
-      TxBarrier::wait(&S.full[ps.stage], ps.phase);
-      asm volatile("" ::: "memory");  // the read stays after the acquiring wait
-      tc = S.coord[ps.stage];
-    }
-    // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
-    // often short), or whose columns all lie past N, skips its wgmmas and rescales; it still
-    // takes part in the stage hand-off. (Broadcast from lane 0 so the compiler sees a
-    // warp-uniform branch around the wgmmas; a possibly divergent one makes ptxas serialize
-    // them, C7518.)
-    const bool active = __shfl_sync(
-        0xffffffffu, wg_row0 < tc.rows_valid && (Cfg::kWgN == 1 || wg_col0 < tc.cols_valid), 0);
-    if constexpr (!kHybrid) {
-      // One int32 accumulation over all of K; a stage is released once the wgmmas of the next
-      // K tile are issued and the previous batch has completed.
-      if (!active) {
-        for (int kt = 0; kt < k_tiles; ++kt) {
-          TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          release(ps.stage);
-          ps.advance();
-        }
-        continue;
-      }
-      int prev = -1;
-      for (int kt = 0; kt < k_tiles; ++kt) {
+    sm90::PipeState<Cfg::kScaleSlots> ss;
+    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+      TileCoord tc;
+      if constexpr (kHybrid) {
+        tc = tile_at(t);
+      } else {  // published by the producer with the tile's first stage (see the file comment)
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
-        mma_tile(ps.stage, kt == 0);
-        warpgroup_wait<1>();
-        if (prev >= 0) release(prev);
-        prev = ps.stage;
-        ps.advance();
+        asm volatile("" ::: "memory");  // the read stays after the acquiring wait
+        tc = S.coord[ps.stage];
       }
-      // Scales first (registers), stores after: no load waits behind a store it might alias.
-      // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns' scales
-      // at once spill with the 128 x 256 tile). The first chunk's and the row scales are loaded
-      // before the last wgmmas complete, so their latency hides under them.
-      constexpr int kChunkV = kV < 64 ? kV : 64;
-      const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
-                                                           : int64_t(tc.expert));
-      float sbv[kChunkV / 2];  // columns c_base + 8 (v0 / 4 + j) + {0, 1} of chunk v0
-      auto load_sb = [&](int v0) {
-        CUTE_UNROLL
-        for (int j = 0; j < kChunkV / 4; ++j) {
-          const int c = c_base + 8 * (v0 / 4 + j);
-          const bool ok = c < tc.cols_valid;
-          sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
-          sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
-        }
-      };
-      const float sa_lo = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
-      const float sa_hi = p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
-      load_sb(0);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc);
-      release(prev);
-      CUTE_UNROLL
-      for (int v0 = 0; v0 < kV; v0 += kChunkV) {
-        if (v0 > 0) load_sb(v0);
-        store(
-            tc,
-            [&](int v, bool hi) {
-              return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
-                     sbv[2 * ((v - v0) >> 2) + (v & 1)];
-            },
-            v0, v0 + kChunkV);
-      }
-    } else {
-      Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
-      Tensor acc_f = make_tensor_like<float>(acc);
-      clear(acc_i);
-      clear(acc_f);
-      // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
-      // group `gi` of scale slot `sl`.
-      auto f_quad = [&](int sl, int gi, int v, float(&f)[4]) {
-        const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
-        const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c_base + 8 * (v >> 2)]);
-        f[0] = fa_lo * fb.x;
-        f[1] = fa_lo * fb.y;
-        f[2] = fa_hi * fb.x;
-        f[3] = fa_hi * fb.y;
-      };
-      // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
-      auto flush_chunk = [&](int sl, int gi) {
-        CUTE_UNROLL
-        for (int v = 0; v < kV; v += 4) {
-          float f[4];
-          f_quad(sl, gi, v, f);
-          CUTE_UNROLL
-          for (int i = 0; i < 4; ++i) {
-            acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
-            acc_i(v + i) = 0;
-          }
-        }
-      };
-      auto main_loop = [&](auto fp32_terms) {
-        constexpr bool kFp32 = decltype(fp32_terms)::value;
-        int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
-        // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
-        for (BlockCursor block; block.b < p.nb; block.next(p)) {
-          const bool flush = block.flush(p);
-          const bool last_block = block.b + 1 == p.nb;
-          if (j == 0) {
-            Barrier::wait(&S.scale_full[ss.stage], ss.phase);
-            g0 = block.g;
-          }
-          TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          // One branch holds the wgmmas, their wait and the reads of their accumulator: split
-          // over several, ptxas cannot pair them and inserts waits (C7517).
-          if (!active) {
+      // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
+      // often short), or whose columns all lie past N, skips its wgmmas and rescales; it still
+      // takes part in the stage hand-off. (Broadcast from lane 0 so the compiler sees a
+      // warp-uniform branch around the wgmmas; a possibly divergent one makes ptxas serialize
+      // them, C7518.)
+      const bool active = __shfl_sync(
+          0xffffffffu, wg_row0 < tc.rows_valid && (Cfg::kWgN == 1 || wg_col0 < tc.cols_valid), 0);
+      if constexpr (!kHybrid) {
+        // One int32 accumulation over all of K; a stage is released once the wgmmas of the next
+        // K tile are issued and the previous batch has completed.
+        if (!active) {
+          for (int kt = 0; kt < k_tiles; ++kt) {
+            TxBarrier::wait(&S.full[ps.stage], ps.phase);
             release(ps.stage);
             ps.advance();
-          } else {
-            mma_tile(ps.stage, /*zero=*/true);
-            warpgroup_wait<0>();
-            warpgroup_fence_operand(acc);
-            release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
-            ps.advance();
-            const int sl = ss.stage;
-            const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-            CUTE_UNROLL
-            for (int v = 0; v < kV; v += 4) {
-              const int c = c_base + 8 * (v >> 2);
-              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-              const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-              if constexpr (kFp32) {
-                // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-                float f[4];
-                f_quad(sl, block.g - g0, v, f);
-                CUTE_UNROLL
-                for (int i = 0; i < 4; ++i) {
-                  const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
-                  acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
-                }
-              } else {
-                CUTE_UNROLL
-                for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
-              }
-            }
-            if constexpr (!kFp32) {
-              if (flush) {  // every flush_period blocks and at super-group ends
-                flush_chunk(sl, block.g - g0);
-              }
-            }
           }
-          if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
-            release_scales(ss.stage);
-            ss.advance();
-            j = 0;
-          }
+          continue;
         }
-      };
-      if (p.flush_period > 0)
-        main_loop(std::false_type{});
-      else
-        main_loop(std::true_type{});
-      if (active)
-        store(
-            tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
+        int prev = -1;
+        for (int kt = 0; kt < k_tiles; ++kt) {
+          TxBarrier::wait(&S.full[ps.stage], ps.phase);
+          mma_tile(ps.stage, kt == 0);
+          warpgroup_wait<1>();
+          if (prev >= 0) release(prev);
+          prev = ps.stage;
+          ps.advance();
+        }
+        // Scales first (registers), stores after: no load waits behind a store it might alias.
+        // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns'
+        // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
+        // loaded before the last wgmmas complete, so their latency hides under them.
+        constexpr int kChunkV = kV < 64 ? kV : 64;
+        const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
+                                                             : int64_t(tc.expert));
+        float sbv[kChunkV / 2];  // columns c_base + 8 (v0 / 4 + j) + {0, 1} of chunk v0
+        auto load_sb = [&](int v0) {
+          CUTE_UNROLL
+          for (int j = 0; j < kChunkV / 4; ++j) {
+            const int c = c_base + 8 * (v0 / 4 + j);
+            const bool ok = c < tc.cols_valid;
+            sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
+            sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+          }
+        };
+        const float sa_lo =
+            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
+        const float sa_hi =
+            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
+        load_sb(0);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc);
+        release(prev);
+        CUTE_UNROLL
+        for (int v0 = 0; v0 < kV; v0 += kChunkV) {
+          if (v0 > 0) load_sb(v0);
+          store(
+              tc,
+              [&](int v, bool hi) {
+                return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
+                       sbv[2 * ((v - v0) >> 2) + (v & 1)];
+              },
+              v0, v0 + kChunkV);
+        }
+      } else {
+        Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
+        Tensor acc_f = make_tensor_like<float>(acc);
+        clear(acc_i);
+        clear(acc_f);
+        // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
+        // group `gi` of scale slot `sl`.
+        auto f_quad = [&](int sl, int gi, int v, float(&f)[4]) {
+          const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
+          const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c_base + 8 * (v >> 2)]);
+          f[0] = fa_lo * fb.x;
+          f[1] = fa_lo * fb.y;
+          f[2] = fa_hi * fb.x;
+          f[3] = fa_hi * fb.y;
+        };
+        // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
+        auto flush_chunk = [&](int sl, int gi) {
+          CUTE_UNROLL
+          for (int v = 0; v < kV; v += 4) {
+            float f[4];
+            f_quad(sl, gi, v, f);
+            CUTE_UNROLL
+            for (int i = 0; i < 4; ++i) {
+              acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
+              acc_i(v + i) = 0;
+            }
+          }
+        };
+        auto main_loop = [&](auto fp32_terms) {
+          constexpr bool kFp32 = decltype(fp32_terms)::value;
+          int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
+          // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
+          for (BlockCursor block; block.b < p.nb; block.next(p)) {
+            const bool flush = block.flush(p);
+            const bool last_block = block.b + 1 == p.nb;
+            if (j == 0) {
+              Barrier::wait(&S.scale_full[ss.stage], ss.phase);
+              g0 = block.g;
+            }
+            TxBarrier::wait(&S.full[ps.stage], ps.phase);
+            // One branch holds the wgmmas, their wait and the reads of their accumulator: split
+            // over several, ptxas cannot pair them and inserts waits (C7517).
+            if (!active) {
+              release(ps.stage);
+              ps.advance();
+            } else {
+              mma_tile(ps.stage, /*zero=*/true);
+              warpgroup_wait<0>();
+              warpgroup_fence_operand(acc);
+              release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
+              ps.advance();
+              const int sl = ss.stage;
+              const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+              CUTE_UNROLL
+              for (int v = 0; v < kV; v += 4) {
+                const int c = c_base + 8 * (v >> 2);
+                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+                if constexpr (kFp32) {
+                  // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
+                  float f[4];
+                  f_quad(sl, block.g - g0, v, f);
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) {
+                    const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                    acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
+                  }
+                } else {
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
+                }
+              }
+              if constexpr (!kFp32) {
+                if (flush) {  // every flush_period blocks and at super-group ends
+                  flush_chunk(sl, block.g - g0);
+                }
+              }
+            }
+            if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
+              release_scales(ss.stage);
+              ss.advance();
+              j = 0;
+            }
+          }
+        };
+        if (p.flush_period > 0)
+          main_loop(std::false_type{});
+        else
+          main_loop(std::true_type{});
+        if (active)
+          store(
+              tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
+      }
     }
-  }
   }  // cooperative
 #else
   // Built for another target: the dispatcher never launches this path there.
