@@ -86,7 +86,6 @@ struct Sm90TileConfig {
   // warpgroup's atom repeated over the BM / 64 halves of the tile).
   using TiledMma = decltype(cute::make_tiled_mma(
       MmaAtom{}, cute::Layout<cute::Shape<cute::Int<kWgM>, cute::Int<kWgN>, cute::_1>>{}));
-  static constexpr int kMmaThreads = 128 * kWgM * kWgN;
   // 8 rows x 128 bytes, 128-byte swizzle: what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and a
   // K-major wgmma descriptor reads.
   using SmemLayoutA = decltype(cute::tile_to_shape(
@@ -345,6 +344,28 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   };
 
+  // Per-token epilogue scales (both consumer layouts). col_scales: the tile's first column scale.
+  // load_col_scales: this lane's column scales from 8-column block v0 / 4 on, as many as sbv
+  // holds pairs: sbv[2 j + {0, 1}] for columns c_base + 8 (v0 / 4 + j) + {0, 1} (0 past N).
+  auto col_scales = [&](const TileCoord& tc) {
+    return p.scale_b +
+           (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0 : int64_t(tc.expert));
+  };
+  auto load_col_scales = [&](const float* sb, const TileCoord& tc, int v0, auto& sbv) {
+    constexpr int kPairs = std::extent_v<std::remove_reference_t<decltype(sbv)>> / 2;
+    CUTE_UNROLL
+    for (int j = 0; j < kPairs; ++j) {
+      const int c = c_base + 8 * (v0 / 4 + j);
+      const bool ok = c < tc.cols_valid;
+      sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
+      sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+    }
+  };
+  // Scale of tile row r (rows past the expert's end read its last row's; they are never stored).
+  auto row_scale = [&](const TileCoord& tc, int r) {
+    return p.scale_a[p.scale_a_per_row ? tc.row0 + min(r, tc.rows_valid - 1) : 0];
+  };
+
   if constexpr (Cfg::kPingpong) {
     // Consumer warpgroup w takes tiles j = w, w + 2, ... of the CTA's sequence
     // blockIdx.x + j * gridDim.x; tile j's K tiles hold ring positions j * k_tiles on. Its main
@@ -398,16 +419,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         main_loop(Int<1>{});
       if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
       // The epilogue of the cooperative path below, per 64-row half.
-      const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
-                                                           : int64_t(tc.expert));
-      float sbv[kV / kHalves / 2];  // columns c_base + 8 j + {0, 1}
-      CUTE_UNROLL
-      for (int jj = 0; jj < kV / kHalves / 4; ++jj) {
-        const int c = c_base + 8 * jj;
-        const bool ok = c < tc.cols_valid;
-        sbv[2 * jj] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
-        sbv[2 * jj + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
-      }
+      float sbv[kV / kHalves / 2];  // the columns of both halves
+      load_col_scales(col_scales(tc), tc, 0, sbv);
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc);
       release(prev);
@@ -415,10 +428,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int m = 0; m < kHalves; ++m) {
         if (m > 0 && !both) break;
         const int r0 = 64 * m;
-        const float sa_lo =
-            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r0 + r_lo, tc.rows_valid - 1) : 0];
-        const float sa_hi =
-            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r0 + r_hi, tc.rows_valid - 1) : 0];
+        const float sa_lo = row_scale(tc, r0 + r_lo), sa_hi = row_scale(tc, r0 + r_hi);
         constexpr int kHalfV = kV / kHalves;
         store(
             tc,
@@ -472,29 +482,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
         // loaded before the last wgmmas complete, so their latency hides under them.
         constexpr int kChunkV = kV < 64 ? kV : 64;
-        const float* sb = p.scale_b + (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0
-                                                             : int64_t(tc.expert));
-        float sbv[kChunkV / 2];  // columns c_base + 8 (v0 / 4 + j) + {0, 1} of chunk v0
-        auto load_sb = [&](int v0) {
-          CUTE_UNROLL
-          for (int j = 0; j < kChunkV / 4; ++j) {
-            const int c = c_base + 8 * (v0 / 4 + j);
-            const bool ok = c < tc.cols_valid;
-            sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
-            sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
-          }
-        };
-        const float sa_lo =
-            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_lo, tc.rows_valid - 1) : 0];
-        const float sa_hi =
-            p.scale_a[p.scale_a_per_row ? tc.row0 + min(r_hi, tc.rows_valid - 1) : 0];
-        load_sb(0);
+        const float* sb = col_scales(tc);
+        float sbv[kChunkV / 2];  // the columns of chunk v0
+        const float sa_lo = row_scale(tc, r_lo), sa_hi = row_scale(tc, r_hi);
+        load_col_scales(sb, tc, 0, sbv);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc);
         release(prev);
         CUTE_UNROLL
         for (int v0 = 0; v0 < kV; v0 += kChunkV) {
-          if (v0 > 0) load_sb(v0);
+          if (v0 > 0) load_col_scales(sb, tc, v0, sbv);
           store(
               tc,
               [&](int v, bool hi) {
