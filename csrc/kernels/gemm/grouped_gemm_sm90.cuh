@@ -305,15 +305,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto release_scales = [&](int slot) {
     if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
   };
-  // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`).
-  auto mma_tile = [&](int stage, bool zero) {
-    mma.accumulate_ = zero ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+  // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`), for the
+  // first `halves` 64-row M halves of the warpgroup's tile (cooperative: its one half; pingpong:
+  // both, or the first alone when the tile's other rows are all padding).
+  auto mma_tile = [&](auto halves, int stage, bool zero) {
     warpgroup_fence_operand(acc);
     warpgroup_arrive();
     CUTE_UNROLL
     for (int k = 0; k < kKSteps; ++k) {
-      cute::gemm(mma, tCrA(_, _, k, stage), tCrB(_, _, k, stage), acc);
-      mma.accumulate_ = GMMA::ScaleOut::One;
+      CUTE_UNROLL
+      for (int m = 0; m < decltype(halves)::value; ++m) {
+        mma.accumulate_ = zero && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, 0, k, stage), acc(_, m, 0));
+      }
     }
     warpgroup_commit_batch();
   };
@@ -374,19 +378,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // core and each epilogue runs under the other warpgroup's wgmmas. Every wait pairs with one
     // signal: a warpgroup signals only when the tile after its own exists.
     const int w = warp_group - 1;
-    const auto mma_rows = [&](auto halves, int stage, bool first) {
-      warpgroup_fence_operand(acc);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int k = 0; k < kKSteps; ++k) {
-        CUTE_UNROLL
-        for (int m = 0; m < decltype(halves)::value; ++m) {
-          mma.accumulate_ = first && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-          cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, 0, k, stage), acc(_, m, 0));
-        }
-      }
-      warpgroup_commit_batch();
-    };
     for (int j = w, t = blockIdx.x + w * gridDim.x; t < total_tiles; j += 2, t += 2 * gridDim.x) {
       // The turn comes first: a full barrier's parity wait is only valid while its stage is at
       // most one fill ahead of the wait, which holds once the other warpgroup has waited for
@@ -406,7 +397,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const auto main_loop = [&](auto halves) {
         for (int kt = 0; kt < k_tiles; ++kt) {
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          mma_rows(halves, ps.stage, kt == 0);
+          mma_tile(halves, ps.stage, kt == 0);
           warpgroup_wait<1>();
           if (prev >= 0) release(prev);
           prev = ps.stage;
@@ -471,7 +462,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         int prev = -1;
         for (int kt = 0; kt < k_tiles; ++kt) {
           TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          mma_tile(ps.stage, kt == 0);
+          mma_tile(Int<1>{}, ps.stage, kt == 0);
           warpgroup_wait<1>();
           if (prev >= 0) release(prev);
           prev = ps.stage;
@@ -546,7 +537,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               release(ps.stage);
               ps.advance();
             } else {
-              mma_tile(ps.stage, /*zero=*/true);
+              mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
               warpgroup_wait<0>();
               warpgroup_fence_operand(acc);
               release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
