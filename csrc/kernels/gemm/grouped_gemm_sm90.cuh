@@ -321,6 +321,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
     warpgroup_commit_batch();
   };
+  // Per-token main loop over the tile's K tiles: one int32 accumulation over all of K; a stage is
+  // released once the wgmmas of the next K tile are issued and the previous batch has completed.
+  // Returns the last stage, released by the caller after its wait for the last batch.
+  auto mma_all_k = [&](auto halves) {
+    int prev = -1;
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      TxBarrier::wait(&S.full[ps.stage], ps.phase);
+      mma_tile(halves, ps.stage, kt == 0);
+      warpgroup_wait<1>();
+      if (prev >= 0) release(prev);
+      prev = ps.stage;
+      ps.advance();
+    }
+    return prev;
+  };
   // Stores values [v0, v1) (v0, v1 multiples of 16) of the accumulator layout, value_of(v, hi)
   // giving the fp32 result of value v (hi: row r_hi). Per row half and group of four 8-column
   // blocks, the quad's 4-byte pairs are transposed so each lane writes one block's 8 columns as
@@ -393,21 +408,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
       // around whole main loops, so ptxas does not serialize the wgmmas, C7518).
       const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
-      int prev = -1;
-      const auto main_loop = [&](auto halves) {
-        for (int kt = 0; kt < k_tiles; ++kt) {
-          TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          mma_tile(halves, ps.stage, kt == 0);
-          warpgroup_wait<1>();
-          if (prev >= 0) release(prev);
-          prev = ps.stage;
-          ps.advance();
-        }
-      };
-      if (both)
-        main_loop(Int<kHalves>{});
-      else
-        main_loop(Int<1>{});
+      const int prev = both ? mma_all_k(Int<kHalves>{}) : mma_all_k(Int<1>{});
       if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
       // The epilogue of the cooperative path below, per 64-row half.
       float sbv[kV / kHalves / 2];  // the columns of both halves
@@ -449,8 +450,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const bool active = __shfl_sync(
           0xffffffffu, wg_row0 < tc.rows_valid && (Cfg::kWgN == 1 || wg_col0 < tc.cols_valid), 0);
       if constexpr (!kHybrid) {
-        // One int32 accumulation over all of K; a stage is released once the wgmmas of the next
-        // K tile are issued and the previous batch has completed.
         if (!active) {
           for (int kt = 0; kt < k_tiles; ++kt) {
             TxBarrier::wait(&S.full[ps.stage], ps.phase);
@@ -459,15 +458,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
           continue;
         }
-        int prev = -1;
-        for (int kt = 0; kt < k_tiles; ++kt) {
-          TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          mma_tile(Int<1>{}, ps.stage, kt == 0);
-          warpgroup_wait<1>();
-          if (prev >= 0) release(prev);
-          prev = ps.stage;
-          ps.advance();
-        }
+        const int prev = mma_all_k(Int<1>{});
         // Scales first (registers), stores after: no load waits behind a store it might alias.
         // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns'
         // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
