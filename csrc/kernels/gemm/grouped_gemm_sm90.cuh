@@ -48,6 +48,12 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "kernels/gemm/grouped_gemm_common.cuh"
+#ifdef I8H_EXP_TRACE
+#include "kernels/gemm/exp_trace.cuh"
+#define I8H_TR(...) __VA_ARGS__
+#else
+#define I8H_TR(...)
+#endif
 
 namespace int8_hybrid_moe::gemm {
 
@@ -217,6 +223,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp_group = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
+  I8H_TR(const bool tr_on = blockIdx.x < trace::kCtas && threadIdx.x % 128 == 0; int tr_n = 0;)
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
@@ -246,16 +253,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
+        I8H_TR(trace::Rec rec; rec.open(tr_on, 0, tr_n); rec.stamp(0); rec.put(5, 0);)
         if constexpr (kHybrid) {
           if (kt % Cfg::kScaleBlocks == 0) {  // hybrid: K tile kt = block kt (B = BK)
             Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
+            I8H_TR(rec.stamp(1); rec.put(5, 1);)
             sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage, kt, lane);
+            I8H_TR(rec.stamp(2);)
             // Counts as this lane's arrival once its copies so far have landed.
             cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
             ss.advance();
           }
         }
+        I8H_TR(rec.stamp(3);)
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
+        I8H_TR(rec.stamp(4);)
         if (lane == 0) {
           if (!kHybrid && kt == 0) {
             S.coord[ps.stage] = tc;
@@ -269,9 +281,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
+        I8H_TR(rec.stamp(6); rec.put(7, kt);)
         ps.advance();
       }
     }
+    I8H_TR(if (tr_on) trace::g_count[blockIdx.x][0] = tr_n;)
     return;
   }
 
@@ -327,9 +341,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto mma_all_k = [&](auto halves) {
     int prev = -1;
     for (int kt = 0; kt < k_tiles; ++kt) {
+      I8H_TR(trace::Rec rec; rec.open(tr_on, warp_group, tr_n); rec.stamp(0);)
       TxBarrier::wait(&S.full[ps.stage], ps.phase);
+      I8H_TR(rec.stamp(1);)
       mma_tile(halves, ps.stage, kt == 0);
+      I8H_TR(rec.stamp(2);)
       warpgroup_wait<1>();
+      I8H_TR(rec.stamp(3); rec.put(6, kt);)
       if (prev >= 0) release(prev);
       prev = ps.stage;
       ps.advance();
@@ -398,7 +416,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // most one fill ahead of the wait, which holds once the other warpgroup has waited for
       // every stage of tile j - 1 (a warpgroup's next tile lies k_tiles, often several ring
       // wraps, past its last one).
+      I8H_TR(trace::Rec nrec; nrec.open(tr_on, warp_group, tr_n); nrec.stamp(0);)
       if (j > 0) cutlass::arch::NamedBarrier::sync(256, 1 + w);
+      I8H_TR(nrec.stamp(5); nrec.put(6, 0xFFFFFFFEu);)
       const int64_t pos = int64_t(j) * k_tiles;
       ps.stage = static_cast<int>(pos % Stages);
       ps.phase = static_cast<uint32_t>(pos / Stages) & 1u;
@@ -410,6 +430,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
       const int prev = both ? mma_all_k(Int<kHalves>{}) : mma_all_k(Int<1>{});
       if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
+      I8H_TR(trace::Rec erec; erec.open(tr_on, warp_group, tr_n); erec.stamp(0);)
       // The epilogue of the cooperative path below, per 64-row half.
       float sbv[kV / kHalves / 2];  // the columns of both halves
       load_col_scales(col_scales(tc), tc, 0, sbv);
@@ -430,6 +451,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             },
             m * kHalfV, (m + 1) * kHalfV, r0, m * kHalfV);
       }
+      I8H_TR(erec.stamp(5); erec.put(6, 0xFFFFFFFFu);)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
@@ -459,6 +481,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           continue;
         }
         const int prev = mma_all_k(Int<1>{});
+        I8H_TR(trace::Rec erec; erec.open(tr_on, warp_group, tr_n); erec.stamp(0);)
         // Scales first (registers), stores after: no load waits behind a store it might alias.
         // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns'
         // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
@@ -482,6 +505,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               },
               v0, v0 + kChunkV);
         }
+        I8H_TR(erec.stamp(5); erec.put(6, 0xFFFFFFFFu);)
       } else {
         Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
         Tensor acc_f = make_tensor_like<float>(acc);
@@ -517,11 +541,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           for (BlockCursor block; block.b < p.nb; block.next(p)) {
             const bool flush = block.flush(p);
             const bool last_block = block.b + 1 == p.nb;
+            I8H_TR(trace::Rec rec; rec.open(tr_on, warp_group, tr_n); rec.stamp(0);)
             if (j == 0) {
               Barrier::wait(&S.scale_full[ss.stage], ss.phase);
               g0 = block.g;
             }
+            I8H_TR(rec.stamp(1);)
             TxBarrier::wait(&S.full[ps.stage], ps.phase);
+            I8H_TR(rec.stamp(2); rec.stamp(3); rec.stamp(4);)
             // One branch holds the wgmmas, their wait and the reads of their accumulator: split
             // over several, ptxas cannot pair them and inserts waits (C7517).
             if (!active) {
@@ -529,8 +556,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               ps.advance();
             } else {
               mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
+              I8H_TR(rec.stamp(3);)
               warpgroup_wait<0>();
               warpgroup_fence_operand(acc);
+              I8H_TR(rec.stamp(4);)
               release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
               ps.advance();
               const int sl = ss.stage;
@@ -560,6 +589,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 }
               }
             }
+            I8H_TR(rec.stamp(5); rec.put(6, uint32_t(block.b) | (flush ? 1u << 16 : 0u) |
+                                                  (active ? 1u << 17 : 0u));
+                   rec.put(7, uint32_t(t));)
             if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
               release_scales(ss.stage);
               ss.advance();
@@ -571,12 +603,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           main_loop(std::false_type{});
         else
           main_loop(std::true_type{});
+        I8H_TR(trace::Rec erec; erec.open(tr_on, warp_group, tr_n); erec.stamp(0);)
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
+        I8H_TR(erec.stamp(5); erec.put(6, 0xFFFFFFFFu);)
       }
     }
   }  // cooperative
+  I8H_TR(if (tr_on) trace::g_count[blockIdx.x][warp_group] = tr_n;)
 #else
   // Built for another target: the dispatcher never launches this path there.
   __trap();
