@@ -85,13 +85,18 @@ void trace_report(const char* name, int bn, const GroupedGemmParams& p, bool hyb
     const uint32_t np = std::min<uint32_t>(cnt[c][0], kRecs);
     for (uint32_t i = 0; i < np; ++i) {
       const uint32_t* x = rec(c, 0, i);
+      if (x[7] == 0xFFFFFFFDu) {
+        add("P tile decode", x[0], x[5]);
+        continue;
+      }
       if (x[5]) {
         add("P scale_empty wait", x[0], x[1]);
         add("P scale chunk issue", x[1], x[2]);
       }
       add("P empty wait", x[3], x[4]);
       add("P tma issue", x[4], x[6]);
-      if (i + 1 < np) add("P period per K tile", x[0], rec(c, 0, i + 1)[0]);
+      if (i + 1 < np && rec(c, 0, i + 1)[7] != 0xFFFFFFFDu)
+        add("P period per K tile", x[0], rec(c, 0, i + 1)[0]);
     }
     for (int r = 1; r < kRoles; ++r) {
       const uint32_t n = std::min<uint32_t>(cnt[c][r], kRecs);
@@ -103,7 +108,10 @@ void trace_report(const char* name, int bn, const GroupedGemmParams& p, bool hyb
           continue;
         }
         if (x[6] == 0xFFFFFFFEu) {
-          add("C pingpong turn wait", x[0], x[5]);
+          add("C turn wait", x[0], x[5]);
+          add("C tile start (first full wait / decode)", x[5], x[2]);
+          if (i > 0 && rec(c, r, i - 1)[6] == 0xFFFFFFFFu)
+            add("C gap: last epilogue end -> turn", rec(c, r, i - 1)[5], x[0]);
           continue;
         }
         if (hybrid) {
@@ -133,6 +141,15 @@ void trace_report(const char* name, int bn, const GroupedGemmParams& p, bool hyb
           if (y && y[6] != 0xFFFFFFFFu && y[6] != 0xFFFFFFFEu) add("T K-tile period", x[0], y[0]);
         }
       }
+    }
+  }
+  if (const char* dir = std::getenv("I8H_TRACE_DIR")) {
+    const std::string path = std::string(dir) + "/" + name + "_" + std::to_string(bn) + "_" +
+                             std::to_string(p.N) + "x" + std::to_string(p.K) + ".bin";
+    if (FILE* f = std::fopen(path.c_str(), "wb")) {
+      std::fwrite(cnt, sizeof(cnt), 1, f);
+      std::fwrite(buf.data(), 4, buf.size(), f);
+      std::fclose(f);
     }
   }
   std::printf("trace %s BN=%d N=%lld K=%lld (%d CTAs; clock cycles):\n", name, bn,

@@ -250,7 +250,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+      I8H_TR(trace::Rec drec; drec.open(tr_on, 0, tr_n); drec.stamp(0);)
       const TileCoord tc = tile_at(t);
+      I8H_TR(drec.put(1, uint32_t(tc.rows_valid)); drec.stamp(5); drec.put(7, 0xFFFFFFFDu);)
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
         I8H_TR(trace::Rec rec; rec.open(tr_on, 0, tr_n); rec.stamp(0); rec.put(5, 0);)
@@ -423,6 +425,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       ps.stage = static_cast<int>(pos % Stages);
       ps.phase = static_cast<uint32_t>(pos / Stages) & 1u;
       TxBarrier::wait(&S.full[ps.stage], ps.phase);
+      I8H_TR(nrec.stamp(2);)
       asm volatile("" ::: "memory");  // the read stays after the acquiring wait
       const TileCoord tc = S.coord[ps.stage];
       // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
@@ -457,10 +460,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     sm90::PipeState<Cfg::kScaleSlots> ss;
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       TileCoord tc;
+      I8H_TR(trace::Rec nrec; nrec.open(tr_on, warp_group, tr_n); nrec.stamp(0); nrec.stamp(5);
+             nrec.put(6, 0xFFFFFFFEu);)
       if constexpr (kHybrid) {
         tc = tile_at(t);
+        I8H_TR(nrec.stamp(2);)
       } else {  // published by the producer with the tile's first stage (see the file comment)
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
+        I8H_TR(nrec.stamp(2);)
         asm volatile("" ::: "memory");  // the read stays after the acquiring wait
         tc = S.coord[ps.stage];
       }
