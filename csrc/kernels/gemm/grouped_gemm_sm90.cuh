@@ -458,6 +458,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
+#ifdef I8H_EXP_ALT
+    bool alt_first = true;  // warpgroup 1's first block waits for no one
+#endif
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       TileCoord tc;
       I8H_TR(trace::Rec nrec; nrec.open(tr_on, warp_group, tr_n); nrec.stamp(0); nrec.stamp(5);
@@ -541,6 +544,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
+#ifdef I8H_EXP_ALT
+        const bool first_wg = warp_group == 1;
+        const bool last_tile = t + static_cast<int>(gridDim.x) >= total_tiles;
+#endif
         auto main_loop = [&](auto fp32_terms) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
           int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
@@ -556,26 +563,56 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             I8H_TR(rec.stamp(1);)
             TxBarrier::wait(&S.full[ps.stage], ps.phase);
             I8H_TR(rec.stamp(2); rec.stamp(3); rec.stamp(4);)
+#ifdef I8H_EXP_ALT
+            // WIP: completion turns, a warpgroup issues block b once the other's previous block
+            // has completed (sixth session's alt1, traced this time).
+            if (first_wg) {
+              if (!alt_first) cutlass::arch::NamedBarrier::sync(256, 2);
+              alt_first = false;
+            } else {
+              cutlass::arch::NamedBarrier::sync(256, 1);
+            }
+            auto pass_turn = [&] {
+              if (first_wg)
+                cutlass::arch::NamedBarrier::arrive(256, 1);
+              else if (!(last_tile && last_block))
+                cutlass::arch::NamedBarrier::arrive(256, 2);
+            };
+#else
+            auto pass_turn = [] {};
+#endif
             // One branch holds the wgmmas, their wait and the reads of their accumulator: split
             // over several, ptxas cannot pair them and inserts waits (C7517).
             if (!active) {
+              pass_turn();
               release(ps.stage);
               ps.advance();
             } else {
               mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
               I8H_TR(rec.stamp(3);)
               warpgroup_wait<0>();
+              pass_turn();
               warpgroup_fence_operand(acc);
               I8H_TR(rec.stamp(4);)
               release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
               ps.advance();
               const int sl = ss.stage;
               const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+#ifdef I8H_EXP_PK
+              // WIP: both rows' QA in 16-bit halves, one IMUL forms two products (< 2^16).
+              const uint32_t qa_pk = uint32_t(qa_lo) | (uint32_t(qa_hi) << 16);
+#endif
               CUTE_UNROLL
               for (int v = 0; v < kV; v += 4) {
                 const int c = c_base + 8 * (v >> 2);
                 const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+#ifdef I8H_EXP_PK
+                const uint32_t px = qa_pk * uint32_t(qb.x), py = qa_pk * uint32_t(qb.y);
+                const int q[4] = {int(px & 0xFFFFu), int(py & 0xFFFFu), int(px >> 16),
+                                  int(py >> 16)};
+#else
                 const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+#endif
                 if constexpr (kFp32) {
                   // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                   float f[4];
