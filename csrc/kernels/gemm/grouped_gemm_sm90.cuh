@@ -643,10 +643,119 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
+#ifdef I8H_EXP_DBL
+        // WIP PROBE (numerically wrong on purpose): two block accumulators, block b + 1's
+        // wgmmas issued before block b's rescale, all in registers because the flush here
+        // converts acc_i in place instead of adding it to acc_f. Measures whether the rescale
+        // can run under the tensor core's work when nothing goes through shared memory.
+        auto main_loop_dbl = [&]() __attribute__((always_inline)) {
+          Tensor acc2 = make_tensor_like(acc);
+          int j = 0, g0 = 0;
+          BlockCursor block;
+          auto next_block = [&] {
+            if (++j == Cfg::kScaleBlocks || block.b + 1 == p.nb) {
+              release_scales(ss.stage);
+              ss.advance();
+              j = 0;
+            }
+            block.next(p);
+          };
+          auto wait_scales = [&] {
+            if (j == 0) {
+              Barrier::wait(&S.scale_full[ss.stage], ss.phase);
+              g0 = block.g;
+            }
+          };
+          if (!active) {
+            for (; block.b < p.nb; next_block()) {
+              wait_scales();
+              TxBarrier::wait(&S.full[ps.stage], ps.phase);
+              release(ps.stage);
+              ps.advance();
+            }
+            return;
+          }
+          clear(acc_i);
+          auto finish_block = [&](auto& a) __attribute__((always_inline)) {
+            wait_scales();
+            const int sl = ss.stage;
+            const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+            CUTE_UNROLL
+            for (int v = 0; v < kV; v += 4) {
+              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c_base + 8 * (v >> 2)]);
+              const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+              CUTE_UNROLL
+              for (int i = 0; i < 4; ++i) acc_i(v + i) += a(v + i) * q[i];
+            }
+            if (block.flush(p)) {
+              CUTE_UNROLL
+              for (int v = 0; v < kV; v += 4) {
+                float f[4];
+                f_quad(sl, block.g - g0, v, f);
+                CUTE_UNROLL
+                for (int i = 0; i < 4; ++i)
+                  acc_i(v + i) = __float_as_int(static_cast<float>(acc_i(v + i)) * f[i]);
+              }
+            }
+            next_block();
+          };
+          auto mma_into = [&](auto& d, int stage) __attribute__((always_inline)) {
+            warpgroup_fence_operand(d);
+            warpgroup_arrive();
+            CUTE_UNROLL
+            for (int k = 0; k < kKSteps; ++k) {
+              mma.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+              cute::gemm(mma, tCrA(_, 0, k, stage), tCrB(_, 0, k, stage), d(_, 0, 0));
+            }
+            warpgroup_commit_batch();
+          };
+          int stage = ps.stage;
+          auto issue = [&](auto& d) __attribute__((always_inline)) {
+            TxBarrier::wait(&S.full[ps.stage], ps.phase);
+            mma_into(d, ps.stage);
+            ps.advance();
+          };
+          auto retire = [&](auto& d) __attribute__((always_inline)) {
+            warpgroup_fence_operand(d);
+            release(stage);
+            stage = stage + 1 == Stages ? 0 : stage + 1;
+            finish_block(d);
+          };
+          issue(acc);
+          int left = p.nb;
+          for (; left >= 3; left -= 2) {
+            issue(acc2);
+            warpgroup_wait<1>();
+            retire(acc);
+            issue(acc);
+            warpgroup_wait<1>();
+            retire(acc2);
+          }
+          if (left == 2) {
+            issue(acc2);
+            warpgroup_wait<1>();
+            retire(acc);
+            warpgroup_wait<0>();
+            retire(acc2);
+          } else {
+            warpgroup_wait<0>();
+            retire(acc);
+          }
+        };
+        if (p.flush_period > 0) {
+          main_loop_dbl();
+          if (active)
+            store(
+                tc, [&](int v, bool) { return __int_as_float(acc_i(v)); }, 0, kV);
+          continue;
+        }
+        main_loop(std::true_type{});
+#else
         if (p.flush_period > 0)
           main_loop(std::false_type{});
         else
           main_loop(std::true_type{});
+#endif
         I8H_TR(trace::Rec erec; erec.open(tr_on, warp_group, tr_n); erec.stamp(0);)
         if (active)
           store(
