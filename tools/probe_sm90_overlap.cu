@@ -1,0 +1,228 @@
+// Probe of one SM90 hardware question behind the hybrid GEMM's speed (docs/PERF.md, tenth
+// session): does a warpgroup's integer rescale (IMUL + IMAD on registers) run while its own or
+// another warpgroup's int8 wgmmas execute, or do the two serialize?
+//
+// One CTA per SM, 1 or 2 warpgroups, each looping `iters` times over one of the modes below on
+// operands already in shared memory (no global traffic inside the loop). Prints clock cycles
+// per iteration (median over CTAs of each warpgroup's mean). Mode names:
+//   mma       4 x wgmma m64n128k32 s8 (one 64 x 128 x 128 block), commit, wait 0
+//   mma2      the same, two batches in flight (wait 1, two accumulators): tensor throughput
+//   int       the hybrid's rescale of one block: 64 IMUL + 64 IMAD, scales read from smem
+//   fp        the same shape of work on the FP32 pipe: 64 FMUL + 64 FFMA
+//   mma+int   issue a block's wgmmas, rescale the previous block's sum meanwhile, wait 0
+//   mma+fp    as mma+int with the FP32 work
+// If the integer work overlaps the tensor core, mma+int takes about max(mma, int) cycles; if it
+// serializes, about mma + int. (Two batches in flight with the rescale between them is the
+// hybrid kernel with two block accumulators, measured in the kernel itself: PERF.md, tenth
+// session; written here, ptxas interleaves the rescale with the next batch and serializes all.)
+//
+//   probe_sm90_overlap [--iters 4000]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <cute/tensor.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+
+namespace {
+
+enum Mode : int { kMma, kMma2, kInt, kFp, kMmaInt, kMmaFp, kModes };
+const char* const kModeNames[kModes] = {"mma", "mma2", "int", "fp", "mma+int", "mma+fp"};
+
+constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
+constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
+
+template <int kMode, int kWarpGroups>
+__global__ void __launch_bounds__(128 * kWarpGroups, 1)
+    overlap_probe(int iters, int* __restrict__ sink, long long* __restrict__ cycles) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace cute;
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t pad = (1024u - (cute::cast_smem_ptr_to_uint(smem_raw) & 1023u)) & 1023u;
+  uint8_t* base = smem_raw + pad;
+  int8_t* a_ptr = reinterpret_cast<int8_t*>(base);
+  int8_t* b_ptr = a_ptr + kSmemA;
+  int* scales = reinterpret_cast<int*>(b_ptr + kSmemB);
+  for (int i = threadIdx.x; i < kSmemA + kSmemB; i += blockDim.x)
+    a_ptr[i] = static_cast<int8_t>((i * 37 + blockIdx.x) % 255 - 127);
+  for (int i = threadIdx.x; i < kScaleWords; i += blockDim.x) scales[i] = 1 + (i * 7) % 16;
+  __syncthreads();
+
+  using Atom = SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN;
+  using LayoutA = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<int8_t>{},
+                                         make_shape(Int<64>{}, Int<128>{})));
+  using LayoutB = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<int8_t>{},
+                                         make_shape(Int<128>{}, Int<128>{})));
+  auto mma = make_tiled_mma(Atom{});
+  const int t = static_cast<int>(threadIdx.x) % 128;
+  auto thr = mma.get_thread_slice(t);
+  Tensor sA = make_tensor(make_smem_ptr(a_ptr), LayoutA{});
+  Tensor sB = make_tensor(make_smem_ptr(b_ptr), LayoutB{});
+  Tensor tA = thr.make_fragment_A(thr.partition_A(sA));
+  Tensor tB = thr.make_fragment_B(thr.partition_B(sB));
+  Tensor acc = partition_fragment_C(mma, Shape<Int<64>, Int<128>>{});
+  Tensor acc2 = make_tensor_like(acc);
+  Tensor acc_i = make_tensor_like(acc);
+  Tensor acc_f = make_tensor_like<float>(acc);
+  constexpr int kV = decltype(size(acc))::value;
+  // Two-batch modes write both accumulators by wgmma only (no other writes: ptxas would
+  // otherwise serialize the wgmmas, C7514); the others start from thread-dependent values.
+  constexpr bool kTwoBatches = kMode == kMma2;
+  for (int v = 0; v < kV; ++v) {
+    if constexpr (!kTwoBatches) {
+      acc(v) = v + t;
+      acc2(v) = v - t;
+    }
+    acc_i(v) = 0;
+    acc_f(v) = 0.f;
+  }
+  const int lane = t % 32, c_base = 2 * (lane % 4), r_lo = t / 4 % 8 + 16 * (t / 32);
+
+  volatile int* const ready = scales + kScaleWords - 1;  // never 0: stands in for a full barrier
+  auto issue = [&](auto& d) __attribute__((always_inline)) {
+    // As the GEMM kernels wait on a stage's full barrier before its wgmmas (a loop ptxas does not
+    // move the rescale across; without it ptxas interleaves them and serializes all, C7514).
+    while (*ready == 0) {
+    }
+    warpgroup_fence_operand(d);
+    warpgroup_arrive();
+    CUTE_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      mma.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+      cute::gemm(mma, tA(_, _, k), tB(_, _, k), d);
+    }
+    warpgroup_commit_batch();
+  };
+  // The hybrid kernel's per-block rescale (grouped_gemm_sm90.cuh), scales from shared memory.
+  auto int_work = [&](auto const& x, int it) __attribute__((always_inline)) {
+    const int* q = scales + (it & 7) * 16;
+    const int qa_lo = q[r_lo % 16], qa_hi = q[(r_lo + 8) % 16];
+    CUTE_UNROLL
+    for (int v = 0; v < kV; v += 4) {
+      const int2 qb = *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
+      const int p[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+      CUTE_UNROLL
+      for (int i = 0; i < 4; ++i) acc_i(v + i) += x(v + i) * p[i];
+    }
+  };
+  auto fp_work = [&](auto const& x, int it) __attribute__((always_inline)) {
+    const float* q = reinterpret_cast<const float*>(scales) + (it & 7) * 16;
+    const float fa_lo = q[r_lo % 16], fa_hi = q[(r_lo + 8) % 16];
+    CUTE_UNROLL
+    for (int v = 0; v < kV; v += 4) {
+      const float2 fb =
+          *reinterpret_cast<const float2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
+      const float p[4] = {fa_lo * fb.x, fa_lo * fb.y, fa_hi * fb.x, fa_hi * fb.y};
+      CUTE_UNROLL
+      for (int i = 0; i < 4; ++i) acc_f(v + i) = fmaf(__int_as_float(x(v + i)), p[i], acc_f(v + i));
+    }
+  };
+
+  __syncwarp();
+  const long long t0 = clock64();
+  if constexpr (kTwoBatches) {
+    issue(acc);
+    for (int it = 0; it < iters; it += 2) {
+      issue(acc2);
+      warpgroup_wait<1>();
+      issue(acc);
+      warpgroup_wait<1>();
+    }
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc);
+  } else {
+    for (int it = 0; it < iters; ++it) {
+      if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) issue(acc);
+      if constexpr (kMode == kInt || kMode == kMmaInt) int_work(acc2, it);
+      if constexpr (kMode == kFp || kMode == kMmaFp) fp_work(acc2, it);
+      if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) {
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc);
+        // The next iteration's rescale reads this block's sum (as the hybrid's would).
+        CUTE_UNROLL
+        for (int v = 0; v < kV; ++v) acc2(v) = acc(v);
+      } else {
+        CUTE_UNROLL
+        for (int v = 0; v < kV; ++v) acc2(v) ^= it;
+      }
+    }
+  }
+  const long long t1 = clock64();
+  int s = 0;
+  for (int v = 0; v < kV; ++v) {
+    s += acc_i(v) + __float_as_int(acc_f(v));
+    if constexpr (!kTwoBatches) s += acc(v) + acc2(v);  // (wgmmas are volatile: never dropped)
+  }
+  sink[blockIdx.x * blockDim.x + threadIdx.x] = s;
+  if (t == 0) cycles[blockIdx.x * kWarpGroups + threadIdx.x / 128] = (t1 - t0) / iters;
+#else
+  __trap();
+#endif
+}
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "probe_sm90_overlap: %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+template <int kMode, int kWarpGroups>
+double run(int sms, int iters, int* sink, long long* cycles) {
+  auto k = overlap_probe<kMode, kWarpGroups>;
+  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+        "cudaFuncSetAttribute");
+  k<<<sms, 128 * kWarpGroups, kSmemBytes>>>(iters, sink, cycles);  // warm-up
+  k<<<sms, 128 * kWarpGroups, kSmemBytes>>>(iters, sink, cycles);
+  check(cudaDeviceSynchronize(), "probe kernel");
+  std::vector<long long> c(static_cast<size_t>(sms) * kWarpGroups);
+  check(cudaMemcpy(c.data(), cycles, c.size() * sizeof(long long), cudaMemcpyDeviceToHost),
+        "cudaMemcpy");
+  std::sort(c.begin(), c.end());
+  return static_cast<double>(c[c.size() / 2]);
+}
+
+template <int kWarpGroups, int... kM>
+void run_all(int sms, int iters, int* sink, long long* cycles, std::integer_sequence<int, kM...>) {
+  const double r[] = {run<kM, kWarpGroups>(sms, iters, sink, cycles)...};
+  std::printf("%d warpgroup(s) per SM:", kWarpGroups);
+  for (int m = 0; m < kModes; ++m) std::printf("  %s %.0f", kModeNames[m], r[m]);
+  std::printf("   (clock cycles per iteration)\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int iters = 4000;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) {
+      iters = std::max(2, std::atoi(argv[++i]) / 2 * 2);
+    } else {
+      std::fprintf(stderr, "usage: probe_sm90_overlap [--iters N]\n");
+      return 2;
+    }
+  }
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  if (prop.major != 9) {
+    std::printf("probe_sm90_overlap: needs an SM90 GPU (found %s, SM%d%d); nothing to do\n",
+                prop.name, prop.major, prop.minor);
+    return 0;
+  }
+  int* sink = nullptr;
+  long long* cycles = nullptr;
+  check(cudaMalloc(&sink, sizeof(int) * prop.multiProcessorCount * 256), "cudaMalloc");
+  check(cudaMalloc(&cycles, sizeof(long long) * prop.multiProcessorCount * 2), "cudaMalloc");
+  std::printf("probe_sm90_overlap on %s (%d SMs), %d iterations, one 64 x 128 x 128 block each\n",
+              prop.name, prop.multiProcessorCount, iters);
+  run_all<1>(prop.multiProcessorCount, iters, sink, cycles, std::make_integer_sequence<int, kModes>{});
+  run_all<2>(prop.multiProcessorCount, iters, sink, cycles, std::make_integer_sequence<int, kModes>{});
+  check(cudaFree(sink), "cudaFree");
+  check(cudaFree(cycles), "cudaFree");
+  return 0;
+}
