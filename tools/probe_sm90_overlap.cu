@@ -11,6 +11,9 @@
 //   fp        the same shape of work on the FP32 pipe: 64 FMUL + 64 FFMA
 //   mma+int   issue a block's wgmmas, rescale the previous block's sum meanwhile, wait 0
 //   mma+fp    as mma+int with the FP32 work
+//   split int warpgroup 0 runs `mma` while warpgroup 1 runs `int` (2 warpgroups only): whether
+//             one warpgroup's integer work slows another's wgmmas
+//   split fp  the same with `fp`
 // If the integer work overlaps the tensor core, mma+int takes about max(mma, int) cycles; if it
 // serializes, about mma + int. (Two batches in flight with the rescale between them is the
 // hybrid kernel with two block accumulators, measured in the kernel itself: PERF.md, tenth
@@ -31,8 +34,9 @@
 
 namespace {
 
-enum Mode : int { kMma, kMma2, kInt, kFp, kMmaInt, kMmaFp, kModes };
-const char* const kModeNames[kModes] = {"mma", "mma2", "int", "fp", "mma+int", "mma+fp"};
+enum Mode : int { kMma, kMma2, kInt, kFp, kMmaInt, kMmaFp, kSplitInt, kSplitFp, kModes };
+const char* const kModeNames[kModes] = {"mma", "mma2", "int", "fp", "mma+int", "mma+fp",
+                                         "split int", "split fp"};
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
 constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
@@ -135,6 +139,28 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     }
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc);
+  } else if constexpr (kMode == kSplitInt || kMode == kSplitFp) {
+    // Warpgroup 0 runs the mma loop, warpgroup 1 the integer (or FP32) loop, at the same time.
+    // (Warp-uniform from lane 0, so ptxas sees no divergent branch around the wgmmas.)
+    const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
+    if (wg == 0) {
+      for (int it = 0; it < iters; ++it) {
+        issue(acc);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc);
+        CUTE_UNROLL
+        for (int v = 0; v < kV; ++v) acc2(v) = acc(v);
+      }
+    } else {
+      for (int it = 0; it < iters; ++it) {
+        if constexpr (kMode == kSplitInt)
+          int_work(acc2, it);
+        else
+          fp_work(acc2, it);
+        CUTE_UNROLL
+        for (int v = 0; v < kV; ++v) acc2(v) ^= it;
+      }
+    }
   } else {
     for (int it = 0; it < iters; ++it) {
       if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) issue(acc);
@@ -156,7 +182,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   int s = 0;
   for (int v = 0; v < kV; ++v) {
     s += acc_i(v) + __float_as_int(acc_f(v));
-    if constexpr (!kTwoBatches) s += acc(v) + acc2(v);  // (wgmmas are volatile: never dropped)
+    s += acc(v) + acc2(v);
   }
   sink[blockIdx.x * blockDim.x + threadIdx.x] = s;
   if (t == 0) cycles[blockIdx.x * kWarpGroups + threadIdx.x / 128] = (t1 - t0) / iters;
@@ -183,15 +209,26 @@ double run(int sms, int iters, int* sink, long long* cycles) {
   std::vector<long long> c(static_cast<size_t>(sms) * kWarpGroups);
   check(cudaMemcpy(c.data(), cycles, c.size() * sizeof(long long), cudaMemcpyDeviceToHost),
         "cudaMemcpy");
+  if (kMode == kSplitInt || kMode == kSplitFp) {  // each warpgroup's own median
+    std::vector<long long> w[2];
+    for (size_t i = 0; i < c.size(); ++i) w[i % 2].push_back(c[i]);
+    for (auto& x : w) std::sort(x.begin(), x.end());
+    std::printf("  [%s: warpgroup 0 (mma) %lld, warpgroup 1 (%s) %lld]", kModeNames[kMode],
+                w[0][w[0].size() / 2], kMode == kSplitInt ? "int" : "fp", w[1][w[1].size() / 2]);
+  }
   std::sort(c.begin(), c.end());
   return static_cast<double>(c[c.size() / 2]);
 }
 
 template <int kWarpGroups, int... kM>
 void run_all(int sms, int iters, int* sink, long long* cycles, std::integer_sequence<int, kM...>) {
-  const double r[] = {run<kM, kWarpGroups>(sms, iters, sink, cycles)...};
   std::printf("%d warpgroup(s) per SM:", kWarpGroups);
-  for (int m = 0; m < kModes; ++m) std::printf("  %s %.0f", kModeNames[m], r[m]);
+  const double r[] = {(kWarpGroups == 2 || (kM != kSplitInt && kM != kSplitFp)
+                           ? run<kM, kWarpGroups>(sms, iters, sink, cycles)
+                           : 0.0)...};
+  std::printf("\n ");
+  for (int m = 0; m < kModes; ++m)
+    if (r[m] > 0) std::printf("  %s %.0f", kModeNames[m], r[m]);
   std::printf("   (clock cycles per iteration)\n");
 }
 
