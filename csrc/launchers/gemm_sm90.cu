@@ -5,13 +5,6 @@
 
 #include <algorithm>
 #include <cstring>
-#ifdef I8H_EXP_TRACE
-#include <cstdio>
-#include <cstdlib>
-#include <map>
-#include <string>
-#include <vector>
-#endif
 
 #include "kernels/gemm/grouped_gemm_sm90.cuh"
 #include "launchers/cuda_check.h"
@@ -63,109 +56,6 @@ CUtensorMap make_int8_tensor_map(const int8_t* base, int64_t rows, int64_t K, in
   return m;
 }
 
-#ifdef I8H_EXP_TRACE
-// WIP experiment: after the 8th launch of each (kernel, shape), copies the clock stamps back and
-// prints the median / mean of each phase (clock cycles) over the traced CTAs' records.
-void trace_report(const char* name, int bn, const GroupedGemmParams& p, bool hybrid) {
-  if (!std::getenv("I8H_TRACE")) return;
-  static std::map<std::string, int> launches;
-  const std::string key = std::string(name) + "/" + std::to_string(bn) + "/" +
-                          std::to_string(p.N) + "/" + std::to_string(p.K);
-  if (++launches[key] != 8) return;
-  I8H_CUDA_CHECK(cudaDeviceSynchronize());
-  using namespace trace;
-  std::vector<uint32_t> buf(size_t(kCtas) * kRoles * kRecs * kFields);
-  uint32_t cnt[kCtas][kRoles];
-  I8H_CUDA_CHECK(cudaMemcpyFromSymbol(buf.data(), g_buf, buf.size() * 4));
-  I8H_CUDA_CHECK(cudaMemcpyFromSymbol(cnt, g_count, sizeof(cnt)));
-  auto rec = [&](int c, int r, int i) { return &buf[((size_t(c) * kRoles + r) * kRecs + i) * kFields]; };
-  std::map<std::string, std::vector<double>> st;
-  auto add = [&](const std::string& k, uint32_t a, uint32_t b) { st[k].push_back(double(int32_t(b - a))); };
-  for (int c = 0; c < kCtas; ++c) {
-    const uint32_t np = std::min<uint32_t>(cnt[c][0], kRecs);
-    for (uint32_t i = 0; i < np; ++i) {
-      const uint32_t* x = rec(c, 0, i);
-      if (x[7] == 0xFFFFFFFDu) {
-        add("P tile decode", x[0], x[5]);
-        continue;
-      }
-      if (x[5]) {
-        add("P scale_empty wait", x[0], x[1]);
-        add("P scale chunk issue", x[1], x[2]);
-      }
-      add("P empty wait", x[3], x[4]);
-      add("P tma issue", x[4], x[6]);
-      if (i + 1 < np && rec(c, 0, i + 1)[7] != 0xFFFFFFFDu)
-        add("P period per K tile", x[0], rec(c, 0, i + 1)[0]);
-    }
-    for (int r = 1; r < kRoles; ++r) {
-      const uint32_t n = std::min<uint32_t>(cnt[c][r], kRecs);
-      for (uint32_t i = 0; i < n; ++i) {
-        const uint32_t* x = rec(c, r, i);
-        const uint32_t* y = i + 1 < n ? rec(c, r, i + 1) : nullptr;
-        if (x[6] == 0xFFFFFFFFu) {
-          add("C epilogue", x[0], x[5]);
-          continue;
-        }
-        if (x[6] == 0xFFFFFFFEu) {
-          add("C turn wait", x[0], x[5]);
-          add("C tile start (first full wait / decode)", x[5], x[2]);
-          if (i > 0 && rec(c, r, i - 1)[6] == 0xFFFFFFFFu)
-            add("C gap: last epilogue end -> turn", rec(c, r, i - 1)[5], x[0]);
-          continue;
-        }
-        if (hybrid) {
-          const bool flush = x[6] >> 16 & 1, active = x[6] >> 17 & 1;
-          if (!active) {
-            add("H inactive block", x[0], x[5]);
-            continue;
-          }
-          const std::string f = flush ? " (flush)" : " (no flush)";
-          add("H scale_full wait", x[0], x[1]);
-          add("H full wait", x[1], x[2]);
-          add("H wgmma issue", x[2], x[3]);
-          add("H wgmma wait<0>", x[3], x[4]);
-          add("H rescale" + f, x[4], x[5]);
-          if (y && y[6] < 0xFFFFFFF0u) add("H block period", x[0], y[0]);
-          if (r == 1 && i < std::min<uint32_t>(cnt[c][2], kRecs)) {
-            const uint32_t* z = rec(c, 2, i);
-            if (z[6] == x[6] && z[7] == x[7]) {
-              add("X WG2-WG1 issue skew", x[3], z[3]);
-              add("X WG2-WG1 done skew", x[4], z[4]);
-            }
-          }
-        } else {
-          add("T full wait", x[0], x[1]);
-          add("T wgmma issue", x[1], x[2]);
-          add("T wgmma wait<1>", x[2], x[3]);
-          if (y && y[6] != 0xFFFFFFFFu && y[6] != 0xFFFFFFFEu) add("T K-tile period", x[0], y[0]);
-        }
-      }
-    }
-  }
-  if (const char* dir = std::getenv("I8H_TRACE_DIR")) {
-    const std::string path = std::string(dir) + "/" + name + "_" + std::to_string(bn) + "_" +
-                             std::to_string(p.N) + "x" + std::to_string(p.K) + ".bin";
-    if (FILE* f = std::fopen(path.c_str(), "wb")) {
-      std::fwrite(cnt, sizeof(cnt), 1, f);
-      std::fwrite(buf.data(), 4, buf.size(), f);
-      std::fclose(f);
-    }
-  }
-  std::printf("trace %s BN=%d N=%lld K=%lld (%d CTAs; clock cycles):\n", name, bn,
-              (long long)p.N, (long long)p.K, kCtas);
-  for (auto& [k, v] : st) {
-    std::sort(v.begin(), v.end());
-    double sum = 0;
-    for (double d : v) sum += d;
-    std::printf("  %-26s n=%6zu  med %8.0f  mean %8.1f  p10 %8.0f  p90 %8.0f  total %12.0f\n",
-                k.c_str(), v.size(), v[v.size() / 2], sum / v.size(), v[v.size() / 10],
-                v[v.size() * 9 / 10], sum);
-  }
-  std::fflush(stdout);
-}
-#endif
-
 template <class Cfg, Scheme kScheme, typename Out>
 void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
   static_assert(Cfg::kHybrid == (kScheme == Scheme::kHybrid), "tile config of the other scheme");
@@ -184,10 +74,6 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
       std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());
   kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
   I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
-#ifdef I8H_EXP_TRACE
-  trace_report(Cfg::kHybrid ? "hybrid" : (Cfg::kPingpong ? "pt-pingpong" : "pt-coop"), Cfg::BN, p,
-               Cfg::kHybrid);
-#endif
 }
 
 template <class Cfg, Scheme kScheme>

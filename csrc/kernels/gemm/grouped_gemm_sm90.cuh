@@ -48,12 +48,6 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "kernels/gemm/grouped_gemm_common.cuh"
-#ifdef I8H_EXP_TRACE
-#include "kernels/gemm/exp_trace.cuh"
-#define I8H_TR(...) __VA_ARGS__
-#else
-#define I8H_TR(...)
-#endif
 
 namespace int8_hybrid_moe::gemm {
 
@@ -223,7 +217,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp_group = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
-  I8H_TR(const bool tr_on = blockIdx.x < trace::kCtas && threadIdx.x % 128 == 0; int tr_n = 0;)
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
@@ -250,26 +243,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
-      I8H_TR(trace::Rec drec; drec.open(tr_on, 0, tr_n); drec.stamp(0);)
       const TileCoord tc = tile_at(t);
-      I8H_TR(drec.put(1, uint32_t(tc.rows_valid)); drec.stamp(5); drec.put(7, 0xFFFFFFFDu);)
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
-        I8H_TR(trace::Rec rec; rec.open(tr_on, 0, tr_n); rec.stamp(0); rec.put(5, 0);)
         if constexpr (kHybrid) {
           if (kt % Cfg::kScaleBlocks == 0) {  // hybrid: K tile kt = block kt (B = BK)
             Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
-            I8H_TR(rec.stamp(1); rec.put(5, 1);)
             sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage, kt, lane);
-            I8H_TR(rec.stamp(2);)
             // Counts as this lane's arrival once its copies so far have landed.
             cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
             ss.advance();
           }
         }
-        I8H_TR(rec.stamp(3);)
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
-        I8H_TR(rec.stamp(4);)
         if (lane == 0) {
           if (!kHybrid && kt == 0) {
             S.coord[ps.stage] = tc;
@@ -283,11 +269,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
         }
-        I8H_TR(rec.stamp(6); rec.put(7, kt);)
         ps.advance();
       }
     }
-    I8H_TR(if (tr_on) trace::g_count[blockIdx.x][0] = tr_n;)
     return;
   }
 
@@ -343,13 +327,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto mma_all_k = [&](auto halves) {
     int prev = -1;
     for (int kt = 0; kt < k_tiles; ++kt) {
-      I8H_TR(trace::Rec rec; rec.open(tr_on, warp_group, tr_n); rec.stamp(0);)
       TxBarrier::wait(&S.full[ps.stage], ps.phase);
-      I8H_TR(rec.stamp(1);)
       mma_tile(halves, ps.stage, kt == 0);
-      I8H_TR(rec.stamp(2);)
       warpgroup_wait<1>();
-      I8H_TR(rec.stamp(3); rec.put(6, kt);)
       if (prev >= 0) release(prev);
       prev = ps.stage;
       ps.advance();
@@ -418,14 +398,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // most one fill ahead of the wait, which holds once the other warpgroup has waited for
       // every stage of tile j - 1 (a warpgroup's next tile lies k_tiles, often several ring
       // wraps, past its last one).
-      I8H_TR(trace::Rec nrec; nrec.open(tr_on, warp_group, tr_n); nrec.stamp(0);)
       if (j > 0) cutlass::arch::NamedBarrier::sync(256, 1 + w);
-      I8H_TR(nrec.stamp(5); nrec.put(6, 0xFFFFFFFEu);)
       const int64_t pos = int64_t(j) * k_tiles;
       ps.stage = static_cast<int>(pos % Stages);
       ps.phase = static_cast<uint32_t>(pos / Stages) & 1u;
       TxBarrier::wait(&S.full[ps.stage], ps.phase);
-      I8H_TR(nrec.stamp(2);)
       asm volatile("" ::: "memory");  // the read stays after the acquiring wait
       const TileCoord tc = S.coord[ps.stage];
       // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
@@ -433,7 +410,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
       const int prev = both ? mma_all_k(Int<kHalves>{}) : mma_all_k(Int<1>{});
       if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
-      I8H_TR(trace::Rec erec; erec.open(tr_on, warp_group, tr_n); erec.stamp(0);)
       // The epilogue of the cooperative path below, per 64-row half.
       float sbv[kV / kHalves / 2];  // the columns of both halves
       load_col_scales(col_scales(tc), tc, 0, sbv);
@@ -454,23 +430,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             },
             m * kHalfV, (m + 1) * kHalfV, r0, m * kHalfV);
       }
-      I8H_TR(erec.stamp(5); erec.put(6, 0xFFFFFFFFu);)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
-#ifdef I8H_EXP_ALT
-    bool alt_first = true;  // warpgroup 1's first block waits for no one
-#endif
     for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       TileCoord tc;
-      I8H_TR(trace::Rec nrec; nrec.open(tr_on, warp_group, tr_n); nrec.stamp(0); nrec.stamp(5);
-             nrec.put(6, 0xFFFFFFFEu);)
       if constexpr (kHybrid) {
         tc = tile_at(t);
-        I8H_TR(nrec.stamp(2);)
       } else {  // published by the producer with the tile's first stage (see the file comment)
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
-        I8H_TR(nrec.stamp(2);)
         asm volatile("" ::: "memory");  // the read stays after the acquiring wait
         tc = S.coord[ps.stage];
       }
@@ -491,7 +459,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           continue;
         }
         const int prev = mma_all_k(Int<1>{});
-        I8H_TR(trace::Rec erec; erec.open(tr_on, warp_group, tr_n); erec.stamp(0);)
         // Scales first (registers), stores after: no load waits behind a store it might alias.
         // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns'
         // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
@@ -515,7 +482,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               },
               v0, v0 + kChunkV);
         }
-        I8H_TR(erec.stamp(5); erec.put(6, 0xFFFFFFFFu);)
       } else {
         Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
         Tensor acc_f = make_tensor_like<float>(acc);
@@ -544,10 +510,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-#ifdef I8H_EXP_ALT
-        const bool first_wg = warp_group == 1;
-        const bool last_tile = t + static_cast<int>(gridDim.x) >= total_tiles;
-#endif
         auto main_loop = [&](auto fp32_terms) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
           int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
@@ -555,64 +517,29 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           for (BlockCursor block; block.b < p.nb; block.next(p)) {
             const bool flush = block.flush(p);
             const bool last_block = block.b + 1 == p.nb;
-            I8H_TR(trace::Rec rec; rec.open(tr_on, warp_group, tr_n); rec.stamp(0);)
             if (j == 0) {
               Barrier::wait(&S.scale_full[ss.stage], ss.phase);
               g0 = block.g;
             }
-            I8H_TR(rec.stamp(1);)
             TxBarrier::wait(&S.full[ps.stage], ps.phase);
-            I8H_TR(rec.stamp(2); rec.stamp(3); rec.stamp(4);)
-#ifdef I8H_EXP_ALT
-            // WIP: completion turns, a warpgroup issues block b once the other's previous block
-            // has completed (sixth session's alt1, traced this time).
-            if (first_wg) {
-              if (!alt_first) cutlass::arch::NamedBarrier::sync(256, 2);
-              alt_first = false;
-            } else {
-              cutlass::arch::NamedBarrier::sync(256, 1);
-            }
-            auto pass_turn = [&] {
-              if (first_wg)
-                cutlass::arch::NamedBarrier::arrive(256, 1);
-              else if (!(last_tile && last_block))
-                cutlass::arch::NamedBarrier::arrive(256, 2);
-            };
-#else
-            auto pass_turn = [] {};
-#endif
             // One branch holds the wgmmas, their wait and the reads of their accumulator: split
             // over several, ptxas cannot pair them and inserts waits (C7517).
             if (!active) {
-              pass_turn();
               release(ps.stage);
               ps.advance();
             } else {
               mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
-              I8H_TR(rec.stamp(3);)
               warpgroup_wait<0>();
-              pass_turn();
               warpgroup_fence_operand(acc);
-              I8H_TR(rec.stamp(4);)
               release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
               ps.advance();
               const int sl = ss.stage;
               const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-#ifdef I8H_EXP_PK
-              // WIP: both rows' QA in 16-bit halves, one IMUL forms two products (< 2^16).
-              const uint32_t qa_pk = uint32_t(qa_lo) | (uint32_t(qa_hi) << 16);
-#endif
               CUTE_UNROLL
               for (int v = 0; v < kV; v += 4) {
                 const int c = c_base + 8 * (v >> 2);
                 const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-#ifdef I8H_EXP_PK
-                const uint32_t px = qa_pk * uint32_t(qb.x), py = qa_pk * uint32_t(qb.y);
-                const int q[4] = {int(px & 0xFFFFu), int(py & 0xFFFFu), int(px >> 16),
-                                  int(py >> 16)};
-#else
                 const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-#endif
                 if constexpr (kFp32) {
                   // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                   float f[4];
@@ -633,9 +560,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 }
               }
             }
-            I8H_TR(rec.stamp(5); rec.put(6, uint32_t(block.b) | (flush ? 1u << 16 : 0u) |
-                                                  (active ? 1u << 17 : 0u));
-                   rec.put(7, uint32_t(t));)
             if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
               release_scales(ss.stage);
               ss.advance();
@@ -643,128 +567,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-#ifdef I8H_EXP_DBL
-        // WIP PROBE (numerically wrong on purpose): two block accumulators, block b + 1's
-        // wgmmas issued before block b's rescale, all in registers because the flush here
-        // converts acc_i in place instead of adding it to acc_f. Measures whether the rescale
-        // can run under the tensor core's work when nothing goes through shared memory.
-        auto main_loop_dbl = [&]() __attribute__((always_inline)) {
-          Tensor acc2 = make_tensor_like(acc);
-          int j = 0, g0 = 0;
-          BlockCursor block;
-          auto next_block = [&] {
-            if (++j == Cfg::kScaleBlocks || block.b + 1 == p.nb) {
-              release_scales(ss.stage);
-              ss.advance();
-              j = 0;
-            }
-            block.next(p);
-          };
-          auto wait_scales = [&] {
-            if (j == 0) {
-              Barrier::wait(&S.scale_full[ss.stage], ss.phase);
-              g0 = block.g;
-            }
-          };
-          if (!active) {
-            for (; block.b < p.nb; next_block()) {
-              wait_scales();
-              TxBarrier::wait(&S.full[ps.stage], ps.phase);
-              release(ps.stage);
-              ps.advance();
-            }
-            return;
-          }
-          clear(acc_i);
-          auto finish_block = [&](auto& a) __attribute__((always_inline)) {
-            wait_scales();
-            const int sl = ss.stage;
-            const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-            CUTE_UNROLL
-            for (int v = 0; v < kV; v += 4) {
-              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c_base + 8 * (v >> 2)]);
-              const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) acc_i(v + i) += a(v + i) * q[i];
-            }
-            if (block.flush(p)) {
-              CUTE_UNROLL
-              for (int v = 0; v < kV; v += 4) {
-                float f[4];
-                f_quad(sl, block.g - g0, v, f);
-                CUTE_UNROLL
-                for (int i = 0; i < 4; ++i)
-                  acc_i(v + i) = __float_as_int(static_cast<float>(acc_i(v + i)) * f[i]);
-              }
-            }
-            next_block();
-          };
-          auto mma_into = [&](auto& d, int stage) __attribute__((always_inline)) {
-            warpgroup_fence_operand(d);
-            warpgroup_arrive();
-            CUTE_UNROLL
-            for (int k = 0; k < kKSteps; ++k) {
-              mma.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-              cute::gemm(mma, tCrA(_, 0, k, stage), tCrB(_, 0, k, stage), d(_, 0, 0));
-            }
-            warpgroup_commit_batch();
-          };
-          int stage = ps.stage;
-          auto issue = [&](auto& d) __attribute__((always_inline)) {
-            TxBarrier::wait(&S.full[ps.stage], ps.phase);
-            mma_into(d, ps.stage);
-            ps.advance();
-          };
-          auto retire = [&](auto& d) __attribute__((always_inline)) {
-            warpgroup_fence_operand(d);
-            release(stage);
-            stage = stage + 1 == Stages ? 0 : stage + 1;
-            finish_block(d);
-          };
-          issue(acc);
-          int left = p.nb;
-          for (; left >= 3; left -= 2) {
-            issue(acc2);
-            warpgroup_wait<1>();
-            retire(acc);
-            issue(acc);
-            warpgroup_wait<1>();
-            retire(acc2);
-          }
-          if (left == 2) {
-            issue(acc2);
-            warpgroup_wait<1>();
-            retire(acc);
-            warpgroup_wait<0>();
-            retire(acc2);
-          } else {
-            warpgroup_wait<0>();
-            retire(acc);
-          }
-        };
-        if (p.flush_period > 0) {
-          main_loop_dbl();
-          if (active)
-            store(
-                tc, [&](int v, bool) { return __int_as_float(acc_i(v)); }, 0, kV);
-          continue;
-        }
-        main_loop(std::true_type{});
-#else
         if (p.flush_period > 0)
           main_loop(std::false_type{});
         else
           main_loop(std::true_type{});
-#endif
-        I8H_TR(trace::Rec erec; erec.open(tr_on, warp_group, tr_n); erec.stamp(0);)
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
-        I8H_TR(erec.stamp(5); erec.put(6, 0xFFFFFFFFu);)
       }
     }
   }  // cooperative
-  I8H_TR(if (tr_on) trace::g_count[blockIdx.x][warp_group] = tr_n;)
 #else
   // Built for another target: the dispatcher never launches this path there.
   __trap();
