@@ -35,8 +35,8 @@
 namespace {
 
 enum Mode : int { kMma, kMma2, kInt, kFp, kMmaInt, kMmaFp, kSplitInt, kSplitFp, kModes };
-const char* const kModeNames[kModes] = {"mma", "mma2", "int", "fp", "mma+int", "mma+fp",
-                                         "split int", "split fp"};
+const char* const kModeNames[kModes] = {"mma",     "mma2",   "int",       "fp",
+                                        "mma+int", "mma+fp", "split int", "split fp"};
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
 constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
@@ -257,8 +257,10 @@ int main(int argc, char** argv) {
   check(cudaMalloc(&cycles, sizeof(long long) * prop.multiProcessorCount * 2), "cudaMalloc");
   std::printf("probe_sm90_overlap on %s (%d SMs), %d iterations, one 64 x 128 x 128 block each\n",
               prop.name, prop.multiProcessorCount, iters);
-  run_all<1>(prop.multiProcessorCount, iters, sink, cycles, std::make_integer_sequence<int, kModes>{});
-  run_all<2>(prop.multiProcessorCount, iters, sink, cycles, std::make_integer_sequence<int, kModes>{});
+  run_all<1>(prop.multiProcessorCount, iters, sink, cycles,
+             std::make_integer_sequence<int, kModes>{});
+  run_all<2>(prop.multiProcessorCount, iters, sink, cycles,
+             std::make_integer_sequence<int, kModes>{});
   check(cudaFree(sink), "cudaFree");
   check(cudaFree(cycles), "cudaFree");
   return 0;

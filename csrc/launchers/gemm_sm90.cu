@@ -60,19 +60,25 @@ template <class Cfg, Scheme kScheme, typename Out>
 void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
   static_assert(Cfg::kHybrid == (kScheme == Scheme::kHybrid), "tile config of the other scheme");
   auto kernel = grouped_gemm_sm90_kernel<Cfg, kScheme, Out>;
+  // The attribute once at the limit; each launch asks for what it uses (the tile table varies).
   ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
-                                                       Cfg::kSmemBytes);
+                                                       Cfg::kSmemLimit);
   const int64_t tiles = count_output_tiles(p, Cfg::BN, max_m_tiles);
   I8H_CHECK_ARG(int64_t(p.num_experts) * p.N <= 0x7fffffff, "int8_grouped_gemm", "E * N",
                 "below 2^31 (TMA row coordinate of B)", int64_t(p.num_experts) * p.N);
   if (tiles == 0) return;
   Sm90GemmParams params;
   params.p = p;
+  params.tile_table_in_smem = Cfg::smem_bytes(p.num_experts, true) <= Cfg::kSmemLimit;
+#ifdef I8H_EXP_GLOBAL_TABLE  // WIP A/B switch, removed after the device run
+  params.tile_table_in_smem = false;
+#endif
+  const int smem = Cfg::smem_bytes(p.num_experts, params.tile_table_in_smem);
   params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::BM);
   params.tma_b = make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN);
   const int64_t grid =
       std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());
-  kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
+  kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, smem, stream>>>(params);
   I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
 }
 

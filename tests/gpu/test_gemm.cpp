@@ -228,6 +228,17 @@ std::vector<GemmTile> other_tiles(const GroupedProblem& pb, bool hybrid, int blo
   return tiles;
 }
 
+// Many experts, most empty: E = 5000 keeps the SM90 kernels' copy of tile_offsets [E + 1] in shared
+// memory, E = 12000 (48 KiB) does not fit next to their stages and takes the global-memory path.
+std::vector<int64_t> sparse_experts(int E, std::mt19937_64& rng) {
+  std::vector<int64_t> rows(E, 0);
+  std::uniform_int_distribution<int> pick(0, E - 1), count(1, 300);
+  for (int i = 0; i < 40; ++i) rows[pick(rng)] = count(rng);
+  rows[0] = 1;
+  rows[E - 1] = 129;  // the last expert's tiles sit at the end of the table
+  return rows;
+}
+
 void run_hybrid_case(const HybridCase& c) {
   run_hybrid_case_once(c);
   if (c.tile != GemmTile::kAuto) return;
@@ -277,6 +288,18 @@ TEST(HybridGroupedGemm, AllRowsOnOneExpertAndEmptyProblem) {
   run_hybrid_case(c);
   c.pb.rows_per_expert = {0, 0, 0};  // R = 0: nothing to do, nothing written
   run_hybrid_case(c);
+}
+
+TEST(HybridGroupedGemm, ManyExpertsTileTableInSharedOrGlobalMemory) {
+  I8H_REQUIRE_GPU();
+  std::mt19937_64 rng(i8h_test::fresh_seed());
+  for (int E : {5000, 12000}) {
+    HybridCase c;
+    c.pb.rows_per_expert = sparse_experts(E, rng);
+    c.pb.N = 16;
+    c.pb.K = 256;
+    run_hybrid_case(c);
+  }
 }
 
 TEST(HybridGroupedGemm, BlockSizesSuperGroupsAndKTails) {
@@ -489,6 +512,18 @@ TEST(PerTokenGroupedGemm, ManyLongTilesPerCta) {
   c.pb.K = 2048;
   c.pb.rows_per_expert = random_rows_per_expert(rng, 400, 40000);
   run_per_token_case(c);
+}
+
+TEST(PerTokenGroupedGemm, ManyExpertsTileTableInSharedOrGlobalMemory) {
+  I8H_REQUIRE_GPU();
+  std::mt19937_64 rng(i8h_test::fresh_seed());
+  for (int E : {5000, 12000}) {
+    PerTokenCase c;
+    c.pb.rows_per_expert = sparse_experts(E, rng);
+    c.pb.N = 16;
+    c.pb.K = 128;
+    run_per_token_case(c);
+  }
 }
 
 TEST(PerTokenGroupedGemm, WorstCaseConstantInputs) {

@@ -143,14 +143,16 @@ struct TileCoord {
   int64_t n0;      // first output channel
   int cols_valid;  // channels of the tile below N
 };
-__device__ __forceinline__ TileCoord decode_tile(const GroupedGemmParams& p, int m_tile, int n_tile,
+// `tile_offsets` is p.tile_offsets or a copy of it (the SM90 kernel keeps one in shared memory).
+__device__ __forceinline__ TileCoord decode_tile(const GroupedGemmParams& p,
+                                                 const int* tile_offsets, int m_tile, int n_tile,
                                                  int block_m, int block_n) {
   TileCoord c;
-  c.expert = find_tile_expert(p.tile_offsets, p.num_experts, m_tile);
+  c.expert = find_tile_expert(tile_offsets, p.num_experts, m_tile);
   if (c.expert < 0) return c;
   const int64_t expert_row0 = clamped_offset(p.expert_offsets, c.expert, p.R);
   const int64_t expert_row1 = clamped_offset(p.expert_offsets, c.expert + 1, p.R);
-  c.row0 = expert_row0 + int64_t(m_tile - p.tile_offsets[c.expert]) * block_m;
+  c.row0 = expert_row0 + int64_t(m_tile - tile_offsets[c.expert]) * block_m;
   const int64_t rows_left = expert_row1 - c.row0, cols_left = p.N - int64_t(n_tile) * block_n;
   c.rows_valid = static_cast<int>(rows_left < block_m ? rows_left : block_m);
   c.n0 = int64_t(n_tile) * block_n;

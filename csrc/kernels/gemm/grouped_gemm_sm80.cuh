@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   constexpr bool kHybrid = kScheme == Scheme::kHybrid;
 
   // ---- which tile -----------------------------------------------------------------------------
-  const TileCoord tc = decode_tile(p, static_cast<int>(blockIdx.x / p.n_tiles),
+  const TileCoord tc = decode_tile(p, p.tile_offsets, static_cast<int>(blockIdx.x / p.n_tiles),
                                    static_cast<int>(blockIdx.x % p.n_tiles), BM, BN);
   if (tc.expert < 0) return;
   const int expert = tc.expert, rows_valid = tc.rows_valid, cols_valid = tc.cols_valid;

@@ -117,11 +117,21 @@ struct Sm90TileConfig {
   };
   // +1 KiB: the dynamic shared memory base is rounded up to the 1024-byte swizzle period.
   static constexpr int kSmemBytes = static_cast<int>(sizeof(Storage)) + 1024;
-  static_assert(kSmemBytes <= 227 * 1024, "SM90 shared memory per block");
+  static constexpr int kSmemLimit = 227 * 1024;
+  static_assert(kSmemBytes <= kSmemLimit, "SM90 shared memory per block");
+  // Launch size: the launcher adds a copy of tile_offsets [E + 1] after Storage when it fits
+  // (Sm90GemmParams::tile_table_in_smem).
+  static int smem_bytes(int num_experts, bool table) {
+    return kSmemBytes + (table ? 4 * (num_experts + 1) : 0);
+  }
 };
 
 struct Sm90GemmParams {
   GroupedGemmParams p;
+  // tile_offsets copied into shared memory after Storage at kernel start, so tile decodes (a
+  // binary search, ~9 dependent loads) read shared memory instead of L2: the producer decodes
+  // every tile before its loads, and in the pingpong kernel it was the bottleneck (PERF.md v17).
+  bool tile_table_in_smem;
   CUtensorMap tma_a;  // A [R, K] int8, box 128 x 128
   CUtensorMap tma_b;  // B [E * N, K] int8, box BN x 128
 };
@@ -211,6 +221,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t smem_pad = (1024u - (cute::cast_smem_ptr_to_uint(smem_raw) & 1023u)) & 1023u;
   auto& S = *reinterpret_cast<typename Cfg::Storage*>(smem_raw + smem_pad);
+  const int* tile_offsets = p.tile_offsets;
+  if (P.tile_table_in_smem) {
+    int* table = reinterpret_cast<int*>(smem_raw + smem_pad + sizeof(typename Cfg::Storage));
+    for (int e = static_cast<int>(threadIdx.x); e <= p.num_experts; e += Cfg::kThreads)
+      table[e] = p.tile_offsets[e];
+    tile_offsets = table;  // published by the __syncthreads below
+  }
 
   // Warp-uniform by construction (shuffled from lane 0): ptxas then treats branches on it as
   // non-divergent and does not serialize the wgmmas behind them (C7518).
@@ -228,12 +245,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       Barrier::init(&S.scale_empty[s], kConsumerWarps);
     }
     cutlass::arch::fence_barrier_init();
+    // The descriptors live in kernel parameter space; fetch them before the first TMA needs them.
+#ifndef I8H_EXP_NO_PREFETCH  // WIP A/B switch, removed after the device run
+    cute::prefetch_tma_descriptor(&P.tma_a);
+    cute::prefetch_tma_descriptor(&P.tma_b);
+#endif
   }
   __syncthreads();
 
-  const int total_tiles = p.tile_offsets[p.num_experts] * p.n_tiles;
+  const int total_tiles = tile_offsets[p.num_experts] * p.n_tiles;
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);  // hybrid: B = BK, one block a tile
-  auto tile_at = [&](int t) { return decode_tile(p, t / p.n_tiles, t % p.n_tiles, BM, BN); };
+  auto tile_at = [&](int t) {
+    return decode_tile(p, tile_offsets, t / p.n_tiles, t % p.n_tiles, BM, BN);
+  };
 
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
