@@ -55,16 +55,17 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 //   every SM80 tile both at 256 rows per expert (the default shape) and at 2 rows per expert
 //   (decode, M = 64), since a consumer warpgroup whose 64 rows are all padding skips its wgmmas
 //   (docs/PERF.md v8-v9). The hybrid takes 128 x 128 (its only SM90 tile). Per-token takes the
-//   pingpong 128 x 128 tile when K <= 512, N <= 512 or experts average under 64 rows, else
-//   128 x 256. Measured on the H100 at 256 rows per expert (docs/PERF.md v16, twelve N x K):
-//   - K <= 512: the epilogue is a large share of a tile, and the pingpong tile, which hides it
-//     under the other warpgroup's wgmmas, is 7-16% faster (N = 1024, 2048, 4096);
-//   - N = 512: the pingpong tile is 4-5% faster (K = 1024, 4096);
-//   - else 128 x 256, which moves a quarter fewer L2 -> SM bytes per output, is 5-39% faster
-//     (N = 1024 and 2048, K = 1024 to 4096), except a tie at 1024 x 1024 and N x K =
-//     4096 x 1024, where the pingpong tile is 7% faster (not understood; one shape);
+//   pingpong 128 x 128 tile unless K >= 2048 and N * K >= 2^22, where 128 x 256 is faster.
+//   Measured on the H100 at 256 rows per expert after v17 (docs/PERF.md: the producer's tile
+//   decodes read a shared-memory copy of tile_offsets, which lifted the pingpong tile 12% at
+//   K = 2048), fourteen N x K:
+//   - the pingpong tile, which hides each epilogue under the other warpgroup's wgmmas, is 3-15%
+//     faster at every K <= 1024 (N = 1024 to 4096) and at K = 2048 with N <= 1024 (2.5% at the
+//     MoE GEMM1, 1024 x 2048; 9% at 512 x 2048);
+//   - 128 x 256, which moves a quarter fewer L2 -> SM bytes per output, is 10-24% faster at
+//     2048 x 2048, 1024 x 4096 and 2048 x 4096;
 //   - decode (M = 64, 2 rows per expert): 128 x 128 is 1% faster on GEMM1 and 18% faster on
-//     GEMM2 than 128 x 256.
+//     GEMM2 than 128 x 256 (v16).
 // SM80 tiles (measured on H100 at the default MoE shape, mean 256 rows/expert):
 // - hybrid: 64x64 tiles (4 warps, two CTAs per SM) beat 128x64 on both MoE GEMMs (1.37 vs 1.50 ms
 //   and 1.06 vs 1.08 ms); 128x64 is kept for very large experts, where a 64-row tile re-reads
@@ -74,8 +75,9 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
   if (gemm_sm90_available() && (!hybrid || block_size == 128))
-    return hybrid || mean_rows < 64 || s.K <= 512 || s.N <= 512 ? GemmTile::kSm90_128x128
-                                                                : GemmTile::kSm90_128x256;
+    return hybrid || mean_rows < 64 || s.K < 2048 || s.N * s.K < (int64_t(1) << 22)
+               ? GemmTile::kSm90_128x128
+               : GemmTile::kSm90_128x256;
   if (hybrid) return mean_rows < 1024 ? GemmTile::k64x64 : GemmTile::k128x64;
   return mean_rows < 96 ? GemmTile::k64x64 : GemmTile::k128x128;
 }

@@ -70,9 +70,6 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   Sm90GemmParams params;
   params.p = p;
   params.tile_table_in_smem = Cfg::smem_bytes(p.num_experts, true) <= Cfg::kSmemLimit;
-#ifdef I8H_EXP_GLOBAL_TABLE  // WIP A/B switch, removed after the device run
-  params.tile_table_in_smem = false;
-#endif
   const int smem = Cfg::smem_bytes(p.num_experts, params.tile_table_in_smem);
   params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::BM);
   params.tma_b = make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN);

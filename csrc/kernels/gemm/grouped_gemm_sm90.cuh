@@ -246,10 +246,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
     cutlass::arch::fence_barrier_init();
     // The descriptors live in kernel parameter space; fetch them before the first TMA needs them.
-#ifndef I8H_EXP_NO_PREFETCH  // WIP A/B switch, removed after the device run
     cute::prefetch_tma_descriptor(&P.tma_a);
     cute::prefetch_tma_descriptor(&P.tma_b);
-#endif
   }
   __syncthreads();
 
