@@ -239,6 +239,19 @@ std::vector<int64_t> sparse_experts(int E, std::mt19937_64& rng) {
   return rows;
 }
 
+// Runs `run` (run_hybrid_case / run_per_token_case) on sparse_experts problems of both sizes.
+template <class Case, class Run>
+void run_many_experts(int64_t K, Run run) {
+  std::mt19937_64 rng(i8h_test::fresh_seed());
+  for (int E : {5000, 12000}) {
+    Case c;
+    c.pb.rows_per_expert = sparse_experts(E, rng);
+    c.pb.N = 16;
+    c.pb.K = K;
+    run(c);
+  }
+}
+
 void run_hybrid_case(const HybridCase& c) {
   run_hybrid_case_once(c);
   if (c.tile != GemmTile::kAuto) return;
@@ -292,14 +305,7 @@ TEST(HybridGroupedGemm, AllRowsOnOneExpertAndEmptyProblem) {
 
 TEST(HybridGroupedGemm, ManyExpertsTileTableInSharedOrGlobalMemory) {
   I8H_REQUIRE_GPU();
-  std::mt19937_64 rng(i8h_test::fresh_seed());
-  for (int E : {5000, 12000}) {
-    HybridCase c;
-    c.pb.rows_per_expert = sparse_experts(E, rng);
-    c.pb.N = 16;
-    c.pb.K = 256;
-    run_hybrid_case(c);
-  }
+  run_many_experts<HybridCase>(256, run_hybrid_case);
 }
 
 TEST(HybridGroupedGemm, BlockSizesSuperGroupsAndKTails) {
@@ -516,14 +522,7 @@ TEST(PerTokenGroupedGemm, ManyLongTilesPerCta) {
 
 TEST(PerTokenGroupedGemm, ManyExpertsTileTableInSharedOrGlobalMemory) {
   I8H_REQUIRE_GPU();
-  std::mt19937_64 rng(i8h_test::fresh_seed());
-  for (int E : {5000, 12000}) {
-    PerTokenCase c;
-    c.pb.rows_per_expert = sparse_experts(E, rng);
-    c.pb.N = 16;
-    c.pb.K = 128;
-    run_per_token_case(c);
-  }
+  run_many_experts<PerTokenCase>(128, run_per_token_case);
 }
 
 TEST(PerTokenGroupedGemm, WorstCaseConstantInputs) {
