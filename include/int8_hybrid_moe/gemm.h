@@ -52,9 +52,10 @@ bool gemm_sm90_available();
 // (queries the current device only then).
 void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg);
 // The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current
-// device, from the mean rows per expert R / E (the only load figure the host has without reading
-// expert_offsets): the SM90 kernel where it is available and (hybrid) block_size is 128, else an
-// SM80 tile chosen by the mean. Queries the current device.
+// device, from N, K and the mean rows per expert R / E (the only load figure the host has without
+// reading expert_offsets): the SM90 kernel where it is available and (hybrid) block_size is 128
+// (per-token: its pingpong 128x128 tile unless K >= 2048 and N * K >= 2^22), else an SM80 tile
+// chosen by the mean. Queries the current device.
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size = 128);
 
 // Bytes of workspace both grouped GEMMs need (per-expert tile offsets).
