@@ -70,7 +70,7 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   Sm90GemmParams params;
   params.p = p;
   params.tile_table_in_smem = Cfg::smem_bytes(p.num_experts, true) <= Cfg::kSmemLimit;
-  const int smem = Cfg::smem_bytes(p.num_experts, params.tile_table_in_smem);
+  const int smem = static_cast<int>(Cfg::smem_bytes(p.num_experts, params.tile_table_in_smem));
   params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::BM);
   params.tma_b = make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN);
   const int64_t grid =

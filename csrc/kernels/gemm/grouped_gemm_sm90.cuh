@@ -121,8 +121,9 @@ struct Sm90TileConfig {
   static_assert(kSmemBytes <= kSmemLimit, "SM90 shared memory per block");
   // Launch size: the launcher adds a copy of tile_offsets [E + 1] after Storage when it fits
   // (Sm90GemmParams::tile_table_in_smem).
-  static int smem_bytes(int num_experts, bool table) {
-    return kSmemBytes + (table ? 4 * (num_experts + 1) : 0);
+  // (int64: no overflow for any E the int32 kernel parameter allows.)
+  static int64_t smem_bytes(int num_experts, bool table) {
+    return kSmemBytes + (table ? int64_t(sizeof(int)) * (int64_t(num_experts) + 1) : 0);
   }
 };
 
