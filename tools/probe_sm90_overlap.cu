@@ -14,6 +14,12 @@
 //   split int warpgroup 0 runs `mma` while warpgroup 1 runs `int` (2 warpgroups only): whether
 //             one warpgroup's integer work slows another's wgmmas
 //   split fp  the same with `fp`
+//   turns1    (2 warpgroups) the warpgroups take turns on the tensor core: wait for the turn,
+//             one block's wgmmas, wait 0, hand the turn over, rescale the block meanwhile
+//   turns2    the same with two blocks per turn (two accumulators, both batches in flight),
+//             then both rescales: the tensor core always has two batches
+//   both2     no turns: each warpgroup issues two blocks (both in flight), waits, rescales both
+// The multi-block modes report cycles per block (an iteration's cycles / its blocks).
 // If the integer work overlaps the tensor core, mma+int takes about max(mma, int) cycles; if it
 // serializes, about mma + int. (Two batches in flight with the rescale between them is the
 // hybrid kernel with two block accumulators, measured in the kernel itself: PERF.md, tenth
@@ -31,12 +37,20 @@
 #include <cute/tensor.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
 
 namespace {
 
-enum Mode : int { kMma, kMma2, kInt, kFp, kMmaInt, kMmaFp, kSplitInt, kSplitFp, kModes };
-const char* const kModeNames[kModes] = {"mma",     "mma2",   "int",       "fp",
-                                        "mma+int", "mma+fp", "split int", "split fp"};
+enum Mode : int {
+  kMma, kMma2, kInt, kFp, kMmaInt, kMmaFp, kSplitInt, kSplitFp, kTurns1, kTurns2, kBoth2, kModes
+};
+const char* const kModeNames[kModes] = {"mma",      "mma2",   "int",    "fp",
+                                        "mma+int",  "mma+fp", "split int", "split fp",
+                                        "turns1",   "turns2", "both2"};
+constexpr bool two_warpgroups_only(int m) {
+  return m == kSplitInt || m == kSplitFp || m == kTurns1 || m == kTurns2;
+}
+constexpr int blocks_per_iteration(int m) { return m == kTurns2 || m == kBoth2 ? 2 : 1; }
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
 constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
@@ -76,7 +90,8 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   constexpr int kV = decltype(size(acc))::value;
   // Two-batch modes write both accumulators by wgmma only (no other writes: ptxas would
   // otherwise serialize the wgmmas, C7514); the others start from thread-dependent values.
-  constexpr bool kTwoBatches = kMode == kMma2;
+  constexpr bool kTwoBatches =
+      kMode == kMma2 || kMode == kTurns1 || kMode == kTurns2 || kMode == kBoth2;
   for (int v = 0; v < kV; ++v) {
     if constexpr (!kTwoBatches) {
       acc(v) = v + t;
@@ -129,7 +144,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
 
   __syncwarp();
   const long long t0 = clock64();
-  if constexpr (kTwoBatches) {
+  if constexpr (kMode == kMma2) {
     issue(acc);
     for (int it = 0; it < iters; it += 2) {
       issue(acc2);
@@ -139,6 +154,22 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     }
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc);
+  } else if constexpr (kMode == kTurns1 || kMode == kTurns2 || kMode == kBoth2) {
+    // Warpgroup w waits on named barrier 1 + w for its turn; the other signals it after its
+    // wgmmas completed. Every wait pairs with one signal (none left over at exit).
+    const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
+    for (int it = 0; it < iters; ++it) {
+      if (kMode != kBoth2 && (it > 0 || wg == 1)) cutlass::arch::NamedBarrier::sync(256, 1 + wg);
+      issue(acc);
+      if constexpr (kMode != kTurns1) issue(acc2);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc);
+      warpgroup_fence_operand(acc2);
+      if (kMode != kBoth2 && (wg == 0 || it + 1 < iters))
+        cutlass::arch::NamedBarrier::arrive(256, 2 - wg);
+      int_work(acc, it);
+      if constexpr (kMode != kTurns1) int_work(acc2, it + 1);
+    }
   } else if constexpr (kMode == kSplitInt || kMode == kSplitFp) {
     // Warpgroup 0 runs the mma loop, warpgroup 1 the integer (or FP32) loop, at the same time.
     // (Warp-uniform from lane 0, so ptxas sees no divergent branch around the wgmmas.)
@@ -185,7 +216,9 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     s += acc(v) + acc2(v);
   }
   sink[blockIdx.x * blockDim.x + threadIdx.x] = s;
-  if (t == 0) cycles[blockIdx.x * kWarpGroups + threadIdx.x / 128] = (t1 - t0) / iters;
+  if (t == 0)
+    cycles[blockIdx.x * kWarpGroups + threadIdx.x / 128] =
+        (t1 - t0) / (iters * blocks_per_iteration(kMode));
 #else
   __trap();
 #endif
@@ -209,12 +242,12 @@ double run(int sms, int iters, int* sink, long long* cycles) {
   std::vector<long long> c(static_cast<size_t>(sms) * kWarpGroups);
   check(cudaMemcpy(c.data(), cycles, c.size() * sizeof(long long), cudaMemcpyDeviceToHost),
         "cudaMemcpy");
-  if (kMode == kSplitInt || kMode == kSplitFp) {  // each warpgroup's own median
+  if (two_warpgroups_only(kMode)) {  // each warpgroup's own median
     std::vector<long long> w[2];
     for (size_t i = 0; i < c.size(); ++i) w[i % 2].push_back(c[i]);
     for (auto& x : w) std::sort(x.begin(), x.end());
-    std::printf("  [%s: warpgroup 0 (mma) %lld, warpgroup 1 (%s) %lld]", kModeNames[kMode],
-                w[0][w[0].size() / 2], kMode == kSplitInt ? "int" : "fp", w[1][w[1].size() / 2]);
+    std::printf("  [%s: warpgroup 0 %lld, warpgroup 1 %lld]", kModeNames[kMode],
+                w[0][w[0].size() / 2], w[1][w[1].size() / 2]);
   }
   std::sort(c.begin(), c.end());
   return static_cast<double>(c[c.size() / 2]);
@@ -223,13 +256,13 @@ double run(int sms, int iters, int* sink, long long* cycles) {
 template <int kWarpGroups, int... kM>
 void run_all(int sms, int iters, int* sink, long long* cycles, std::integer_sequence<int, kM...>) {
   std::printf("%d warpgroup(s) per SM:", kWarpGroups);
-  const double r[] = {(kWarpGroups == 2 || (kM != kSplitInt && kM != kSplitFp)
+  const double r[] = {(kWarpGroups == 2 || !two_warpgroups_only(kM)
                            ? run<kM, kWarpGroups>(sms, iters, sink, cycles)
                            : 0.0)...};
   std::printf("\n ");
   for (int m = 0; m < kModes; ++m)
     if (r[m] > 0) std::printf("  %s %.0f", kModeNames[m], r[m]);
-  std::printf("   (clock cycles per iteration)\n");
+  std::printf("   (clock cycles per block)\n");
 }
 
 }  // namespace
