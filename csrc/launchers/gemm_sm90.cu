@@ -21,12 +21,8 @@ namespace {
 // 32 KiB plus two 16.5 KiB block-scale slots (194 KiB); 6 stages measured slower for it (v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false, 128, 128, 1, /*pingpong=*/true>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#if defined(I8H_EXP_BN96)
-using Sm90HybridTile = Sm90TileConfig<6, true, 96>;  // WIP: 128 x 96, 28 KiB stages
-#elif defined(I8H_EXP_PAIR)
+#ifdef I8H_EXP_PAIR
 using Sm90HybridTile = Sm90TileConfig<4, true>;  // WIP: + 64 KiB of fp32 accumulators
-#elif defined(I8H_EXP_STAGES)
-using Sm90HybridTile = Sm90TileConfig<I8H_EXP_STAGES, true>;
 #else
 using Sm90HybridTile = Sm90TileConfig<5, true>;
 #endif

@@ -65,8 +65,7 @@ struct Sm90TileConfig {
   static constexpr int kWgTileN = BN / kWgN;  // columns of one warpgroup's tile
   static_assert(BM % 64 == 0 && BN % kWgN == 0, "whole 64-row warpgroup tiles");
   static_assert(kWgM == 1 || kWgN == 1, "consumer warpgroups along one axis only");
-  static_assert(kWgTileN == 64 || kWgTileN == 96 || kWgTileN == 128 || kWgTileN == 256,
-                "a wgmma N of 64/96/128/256");
+  static_assert(kWgTileN == 64 || kWgTileN == 128 || kWgTileN == 256, "a wgmma N of 64/128/256");
   static_assert(kWgTileN <= 128 || !kHybrid_,
                 "a 256-column warpgroup tile leaves no registers for the hybrid's accumulators");
   static_assert(
@@ -81,10 +80,8 @@ struct Sm90TileConfig {
   static constexpr int kConsumerRegs = (65536 - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   using MmaAtom = std::conditional_t<
       kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
-      std::conditional_t<
-          kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
-          std::conditional_t<kWgTileN == 96, cute::SM90::GMMA::MMA_64x96x32_S32S8S8_SS_TN,
-                             cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN>>>;
+      std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
+                         cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN>>;
   // Consumer warpgroup w takes the w-th 64 x kWgTileN tile along its axis (pingpong: one
   // warpgroup's atom repeated over the BM / 64 halves of the tile).
   using TiledMma = decltype(cute::make_tiled_mma(
@@ -114,8 +111,7 @@ struct Sm90TileConfig {
 #ifdef I8H_EXP_PAIR
     // Hybrid: each consumer warpgroup's fp32 accumulator, float4 [value / 4][thread] (a warp's
     // 32 float4 are contiguous: conflict-free), so the registers hold two block accumulators.
-    // (A warpgroup tile of <= 96 columns keeps it in registers: 4 x 48 accumulator values.)
-    float4 accf[kHybrid && kWgTileN > 96 ? kConsumers : 1][kHybrid && kWgTileN > 96 ? kWgTileN / 8 : 1][128];
+    float4 accf[kHybrid ? kConsumers : 1][kHybrid ? kWgTileN / 8 : 1][128];
 #endif
     // Per-token: coord[s] = the tile whose first K tile is in stage s (published by full[s]).
     TileCoord coord[kHybrid ? 1 : Stages];
@@ -608,9 +604,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         // (touched only at flushes); the last flush leaves the result in acc_i's registers.
         auto paired_loop = [&]() {
           Tensor acc2 = make_tensor_like(acc);
-          constexpr bool kSmemAcc = Cfg::kWgTileN > 96;
           float4* accf = &S.accf[warp_group - 1][0][ct % 128];
-          if constexpr (!kSmemAcc) clear(acc_f);
           bool first_flush = true;
           int j = 0, g0 = 0;
           BlockCursor block;
@@ -643,9 +637,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               CUTE_UNROLL
               for (int i = 0; i < 4; ++i) acc_i(v + i) += a(v + i) * q[i];
             }
-            if (!kSmemAcc && block.flush(p)) {
-              flush_chunk(sl, block.g - g0);
-            } else if (kSmemAcc && block.flush(p)) {
+            if (block.flush(p)) {
               const bool last = block.b + 1 == p.nb;
               CUTE_UNROLL
               for (int v = 0; v < kV; v += 4) {
@@ -718,11 +710,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           paired_loop();
           if (active)
             store(
-                tc,
-                [&](int v, bool) {
-                  return Cfg::kWgTileN > 96 ? __int_as_float(acc_i(v)) : acc_f(v);
-                },
-                0, kV);
+                tc, [&](int v, bool) { return __int_as_float(acc_i(v)); }, 0, kV);
           continue;
         }
         main_loop(std::true_type{});
