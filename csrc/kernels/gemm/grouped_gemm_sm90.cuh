@@ -108,11 +108,6 @@ struct Sm90TileConfig {
     alignas(16) int32_t qb[kScaleSlots][kScaleBlocks][kScaleRowsB];
     alignas(16) float fa[kScaleSlots][kScaleBlocks][kScaleRowsA];
     alignas(16) float fb[kScaleSlots][kScaleBlocks][kScaleRowsB];
-#ifdef I8H_EXP_PAIR
-    // Hybrid: each consumer warpgroup's fp32 accumulator, float4 [value / 4][thread] (a warp's
-    // 32 float4 are contiguous: conflict-free), so the registers hold two block accumulators.
-    float4 accf[kHybrid ? kConsumers : 1][kHybrid ? kWgTileN / 8 : 1][128];
-#endif
     // Per-token: coord[s] = the tile whose first K tile is in stage s (published by full[s]).
     TileCoord coord[kHybrid ? 1 : Stages];
     uint64_t full[Stages];
@@ -595,131 +590,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-#ifdef I8H_EXP_PAIR
-        // WIP (I8H_EXP_PAIR): two K-blocks per wgmma wait. Both blocks' wgmmas are in flight
-        // together (a single 64 x 128 x 128 batch is latency-bound: 406 cycles against 256 at
-        // peak, tools/probe_sm90_overlap), then both are rescaled; the two warpgroups drift apart
-        // so one's rescale runs under the other's wgmmas (probe: both2 887 cycles per block
-        // against 1179 for one block per wait). The fp32 accumulator lives in shared memory
-        // (touched only at flushes); the last flush leaves the result in acc_i's registers.
-        auto paired_loop = [&]() {
-          Tensor acc2 = make_tensor_like(acc);
-          float4* accf = &S.accf[warp_group - 1][0][ct % 128];
-          bool first_flush = true;
-          int j = 0, g0 = 0;
-          BlockCursor block;
-          auto end_block = [&] {
-            if (++j == Cfg::kScaleBlocks || block.b + 1 == p.nb) {
-              release_scales(ss.stage);
-              ss.advance();
-              j = 0;
-            }
-            block.next(p);
-          };
-          auto mma_into = [&](auto& d, int stage) {
-            warpgroup_fence_operand(d);
-            warpgroup_arrive();
-            CUTE_UNROLL
-            for (int k = 0; k < kKSteps; ++k) {
-              mma.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-              cute::gemm(mma, tCrA(_, 0, k, stage), tCrB(_, 0, k, stage), d(_, 0, 0));
-            }
-            warpgroup_commit_batch();
-          };
-          // Rescales block `block` (index j of the scale slot) into acc_i; flushes when due.
-          auto rescale = [&](auto const& a) {
-            const int sl = ss.stage;
-            const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-            CUTE_UNROLL
-            for (int v = 0; v < kV; v += 4) {
-              const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c_base + 8 * (v >> 2)]);
-              const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) acc_i(v + i) += a(v + i) * q[i];
-            }
-            if (block.flush(p)) {
-              const bool last = block.b + 1 == p.nb;
-              CUTE_UNROLL
-              for (int v = 0; v < kV; v += 4) {
-                float f[4];
-                f_quad(sl, block.g - g0, v, f);
-                float4 x = first_flush ? make_float4(0.f, 0.f, 0.f, 0.f) : accf[(v / 4) * 128];
-                x.x = fmaf(static_cast<float>(acc_i(v)), f[0], x.x);
-                x.y = fmaf(static_cast<float>(acc_i(v + 1)), f[1], x.y);
-                x.z = fmaf(static_cast<float>(acc_i(v + 2)), f[2], x.z);
-                x.w = fmaf(static_cast<float>(acc_i(v + 3)), f[3], x.w);
-                if (last) {  // the result, in registers for the store
-                  acc_i(v) = __float_as_int(x.x);
-                  acc_i(v + 1) = __float_as_int(x.y);
-                  acc_i(v + 2) = __float_as_int(x.z);
-                  acc_i(v + 3) = __float_as_int(x.w);
-                } else {
-                  accf[(v / 4) * 128] = x;
-                  acc_i(v) = acc_i(v + 1) = acc_i(v + 2) = acc_i(v + 3) = 0;
-                }
-              }
-              first_flush = false;
-            }
-          };
-          while (block.b < p.nb) {
-            const bool pair = block.b + 1 < p.nb;  // both in one scale chunk: pairs start even
-            if (j == 0) {
-              Barrier::wait(&S.scale_full[ss.stage], ss.phase);
-              g0 = block.g;
-            }
-            if (!active) {
-              for (int i = 0; i < (pair ? 2 : 1); ++i) {
-                TxBarrier::wait(&S.full[ps.stage], ps.phase);
-                release(ps.stage);
-                ps.advance();
-                end_block();
-              }
-            } else if (pair) {
-              const int s0 = ps.stage;
-              TxBarrier::wait(&S.full[s0], ps.phase);
-              mma_into(acc, s0);
-              ps.advance();
-              const int s1 = ps.stage;
-              TxBarrier::wait(&S.full[s1], ps.phase);
-              mma_into(acc2, s1);
-              ps.advance();
-              warpgroup_wait<0>();
-              warpgroup_fence_operand(acc);
-              warpgroup_fence_operand(acc2);
-              release(s0);
-              release(s1);
-              rescale(acc);
-              end_block();
-              rescale(acc2);
-              end_block();
-            } else {
-              const int s0 = ps.stage;
-              TxBarrier::wait(&S.full[s0], ps.phase);
-              mma_into(acc, s0);
-              ps.advance();
-              warpgroup_wait<0>();
-              warpgroup_fence_operand(acc);
-              release(s0);
-              rescale(acc);
-              end_block();
-            }
-          }
-        };
-        if (p.flush_period > 0) {
-          clear(acc_i);
-          paired_loop();
-          if (active)
-            store(
-                tc, [&](int v, bool) { return __int_as_float(acc_i(v)); }, 0, kV);
-          continue;
-        }
-        main_loop(std::true_type{});
-#else
         if (p.flush_period > 0)
           main_loop(std::false_type{});
         else
           main_loop(std::true_type{});
-#endif
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
