@@ -9,7 +9,8 @@
 #
 # Env: OUT (report folder, default BUILD_DIR), KERNELS (ncu -k filter, default every kernel whose
 # name holds "gemm": ours and cuBLAS's), LAUNCHES (ncu --launch-count, default 5), TOP
-# (instructions listed, 25).
+# (instructions listed, 25), REPORT (an existing .ncu-rep: summarize it instead of profiling;
+# BUILD_DIR and the bench arguments are then ignored).
 set -uo pipefail
 if [[ $# -lt 1 ]]; then
   echo "usage: $0 BUILD_DIR [bench_gemm arguments]" >&2
@@ -17,11 +18,15 @@ if [[ $# -lt 1 ]]; then
 fi
 build=$1
 shift
-[[ -x "$build/bench_gemm" ]] || { echo "ncu_gemm: no $build/bench_gemm (build that target)" >&2; exit 2; }
 command -v ncu >/dev/null 2>&1 || { echo "ncu_gemm: ncu (Nsight Compute) is not on PATH" >&2; exit 2; }
 out="${OUT:-$build}"
 mkdir -p "$out"
 rep="$out/ncu_gemm"
+if [[ -n "${REPORT:-}" ]]; then
+  [[ -f "$REPORT" ]] || { echo "ncu_gemm: REPORT=$REPORT does not exist" >&2; exit 2; }
+  rep="${REPORT%.ncu-rep}"
+else
+[[ -x "$build/bench_gemm" ]] || { echo "ncu_gemm: no $build/bench_gemm (build that target)" >&2; exit 2; }
 pipes='regex:^sm__(inst_executed_pipe_|pipe_).*(cycles_active|pipe_[a-z0-9_]+)\.avg\.pct_of_peak_sustained_active$'
 # --clock-control base (ncu's default): locked base clocks, so durations are longer than in the
 # benchmark; compare kernels of one report with each other, not with bench_gemm's milliseconds.
@@ -37,6 +42,7 @@ if [[ $rc -ne 0 ]]; then
   tail -n 30 "$out/ncu_gemm.log"
   exit 1
 fi
+fi
 ncu -i "$rep.ncu-rep" --page raw --csv >"$out/ncu_gemm_raw.csv" 2>"$out/ncu_gemm_raw.err"
 ncu -i "$rep.ncu-rep" --page source --csv --print-source sass >"$out/ncu_gemm_sass.csv" \
   2>"$out/ncu_gemm_sass.err" || echo "ncu_gemm: source page export failed: $(head -3 "$out/ncu_gemm_sass.err")"
@@ -46,9 +52,9 @@ import csv, io, re, sys
 raw, sass, top = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 def short(name):
-    # Sm90TileConfig<Stages, kHybrid, BN>: "<4, 0, 256>" (raw page), "<(int)4, (bool)0, (int)256>"
-    # (source page) or mangled.
-    m = (re.search(r"Sm90TileConfig<(?:\(int\))?(\d+), (?:\(bool\))?(\d), (?:\(int\))?(\d+)>", name)
+    # Sm90TileConfig<Stages, kHybrid, BN, ...>: "<4, 0, 256, ...>" (raw page),
+    # "<(int)4, (bool)0, (int)256, ...>" (source page) or mangled.
+    m = (re.search(r"Sm90TileConfig<(?:\(int\))?(\d+), (?:\(bool\))?(\d), (?:\(int\))?(\d+)[,>]", name)
          or re.search(r"Sm90TileConfigILi(\d+)ELb(\d)ELi(\d+)", name))
     if m:
         return ("hybrid" if m.group(2) == "1" else "per-token") + f" sm90_128x{m.group(3)} st{m.group(1)}"
