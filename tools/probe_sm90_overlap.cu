@@ -42,15 +42,28 @@
 namespace {
 
 enum Mode : int {
-  kMma, kMma2, kInt, kFp, kMmaInt, kMmaFp, kSplitInt, kSplitFp, kTurns1, kTurns2, kBoth2, kModes
+  kMma,
+  kMma2,
+  kInt,
+  kFp,
+  kMmaInt,
+  kMmaFp,
+  kSplitInt,
+  kSplitFp,
+  kTurns1,
+  kTurns2,
+  kBoth2,
+  kModes
 };
-const char* const kModeNames[kModes] = {"mma",      "mma2",   "int",    "fp",
-                                        "mma+int",  "mma+fp", "split int", "split fp",
-                                        "turns1",   "turns2", "both2"};
+const char* const kModeNames[kModes] = {"mma",     "mma2",   "int",       "fp",
+                                        "mma+int", "mma+fp", "split int", "split fp",
+                                        "turns1",  "turns2", "both2"};
 constexpr bool two_warpgroups_only(int m) {
   return m == kSplitInt || m == kSplitFp || m == kTurns1 || m == kTurns2;
 }
-constexpr int blocks_per_iteration(int m) { return m == kTurns2 || m == kBoth2 ? 2 : 1; }
+constexpr int blocks_per_iteration(int m) {
+  return m == kTurns2 || m == kBoth2 ? 2 : 1;
+}
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
 constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
