@@ -26,22 +26,22 @@ if [[ -n "${REPORT:-}" ]]; then
   [[ -f "$REPORT" ]] || { echo "ncu_gemm: REPORT=$REPORT does not exist" >&2; exit 2; }
   rep="${REPORT%.ncu-rep}"
 else
-[[ -x "$build/bench_gemm" ]] || { echo "ncu_gemm: no $build/bench_gemm (build that target)" >&2; exit 2; }
-pipes='regex:^sm__(inst_executed_pipe_|pipe_).*(cycles_active|pipe_[a-z0-9_]+)\.avg\.pct_of_peak_sustained_active$'
-# --clock-control base (ncu's default): locked base clocks, so durations are longer than in the
-# benchmark; compare kernels of one report with each other, not with bench_gemm's milliseconds.
-ncu --force-overwrite -o "$rep" -k "${KERNELS:-regex:gemm}" \
-  --launch-count "${LAUNCHES:-5}" \
-  --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-  --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy \
-  --metrics "$pipes" \
-  "$build/bench_gemm" --iters 1 --warmup 0 "$@" >"$out/ncu_gemm.log" 2>&1
-rc=$?
-if [[ $rc -ne 0 ]]; then
-  echo "ncu_gemm: ncu exited with $rc; last lines:"
-  tail -n 30 "$out/ncu_gemm.log"
-  exit 1
-fi
+  [[ -x "$build/bench_gemm" ]] || { echo "ncu_gemm: no $build/bench_gemm (build that target)" >&2; exit 2; }
+  pipes='regex:^sm__(inst_executed_pipe_|pipe_).*(cycles_active|pipe_[a-z0-9_]+)\.avg\.pct_of_peak_sustained_active$'
+  # --clock-control base (ncu's default): locked base clocks, so durations are longer than in the
+  # benchmark; compare kernels of one report with each other, not with bench_gemm's milliseconds.
+  ncu --force-overwrite -o "$rep" -k "${KERNELS:-regex:gemm}" \
+    --launch-count "${LAUNCHES:-5}" \
+    --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+    --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy \
+    --metrics "$pipes" \
+    "$build/bench_gemm" --iters 1 --warmup 0 "$@" >"$out/ncu_gemm.log" 2>&1
+  rc=$?
+  if [[ $rc -ne 0 ]]; then
+    echo "ncu_gemm: ncu exited with $rc; last lines:"
+    tail -n 30 "$out/ncu_gemm.log"
+    exit 1
+  fi
 fi
 ncu -i "$rep.ncu-rep" --page raw --csv >"$out/ncu_gemm_raw.csv" 2>"$out/ncu_gemm_raw.err"
 ncu -i "$rep.ncu-rep" --page source --csv --print-source sass >"$out/ncu_gemm_sass.csv" \
