@@ -19,6 +19,9 @@
 //   turns2    the same with two blocks per turn (two accumulators, both batches in flight),
 //             then both rescales: the tensor core always has two batches
 //   both2     no turns: each warpgroup issues two blocks (both in flight), waits, rescales both
+//   both1     no turns, one block: issue, wait, rescale (the hybrid kernel's per-block sequence)
+//   both1 sync, both2 sync   both1 / both2 with the two warpgroups synchronized at every
+//             iteration (2 warpgroups only): no drift between them, the tightest stage coupling
 // The multi-block modes report cycles per block (an iteration's cycles / its blocks).
 // If the integer work overlaps the tensor core, mma+int takes about max(mma, int) cycles; if it
 // serializes, about mma + int. (Two batches in flight with the rescale between them is the
@@ -53,16 +56,20 @@ enum Mode : int {
   kTurns1,
   kTurns2,
   kBoth2,
+  kBoth1,
+  kBoth1Sync,
+  kBoth2Sync,
   kModes
 };
-const char* const kModeNames[kModes] = {"mma",     "mma2",   "int",       "fp",
-                                        "mma+int", "mma+fp", "split int", "split fp",
-                                        "turns1",  "turns2", "both2"};
+const char* const kModeNames[kModes] = {"mma",    "mma2",      "int",        "fp",        "mma+int",
+                                        "mma+fp", "split int", "split fp",   "turns1",    "turns2",
+                                        "both2",  "both1",     "both1 sync", "both2 sync"};
 constexpr bool two_warpgroups_only(int m) {
-  return m == kSplitInt || m == kSplitFp || m == kTurns1 || m == kTurns2;
+  return m == kSplitInt || m == kSplitFp || m == kTurns1 || m == kTurns2 || m == kBoth1Sync ||
+         m == kBoth2Sync;
 }
 constexpr int blocks_per_iteration(int m) {
-  return m == kTurns2 || m == kBoth2 ? 2 : 1;
+  return m == kTurns2 || m == kBoth2 || m == kBoth2Sync ? 2 : 1;
 }
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
@@ -103,8 +110,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   constexpr int kV = decltype(size(acc))::value;
   // Two-batch modes write both accumulators by wgmma only (no other writes: ptxas would
   // otherwise serialize the wgmmas, C7514); the others start from thread-dependent values.
-  constexpr bool kTwoBatches =
-      kMode == kMma2 || kMode == kTurns1 || kMode == kTurns2 || kMode == kBoth2;
+  constexpr bool kTwoBatches = kMode == kMma2 || kMode >= kTurns1;
   for (int v = 0; v < kV; ++v) {
     if constexpr (!kTwoBatches) {
       acc(v) = v + t;
@@ -167,21 +173,25 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     }
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc);
-  } else if constexpr (kMode == kTurns1 || kMode == kTurns2 || kMode == kBoth2) {
+  } else if constexpr (kMode >= kTurns1) {
+    constexpr bool kTurns = kMode == kTurns1 || kMode == kTurns2;
+    constexpr bool kTwo = blocks_per_iteration(kMode) == 2;
     // Warpgroup w waits on named barrier 1 + w for its turn; the other signals it after its
     // wgmmas completed. Every wait pairs with one signal (none left over at exit).
     const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
     for (int it = 0; it < iters; ++it) {
-      if (kMode != kBoth2 && (it > 0 || wg == 1)) cutlass::arch::NamedBarrier::sync(256, 1 + wg);
+      if (kTurns && (it > 0 || wg == 1)) cutlass::arch::NamedBarrier::sync(256, 1 + wg);
+      // Both warpgroups start each iteration together, as when they share a kernel's stages
+      // with no slack: neither can drift ahead of the other.
+      if (kMode == kBoth1Sync || kMode == kBoth2Sync) cutlass::arch::NamedBarrier::sync(256, 3);
       issue(acc);
-      if constexpr (kMode != kTurns1) issue(acc2);
+      if constexpr (kTwo) issue(acc2);
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc);
       warpgroup_fence_operand(acc2);
-      if (kMode != kBoth2 && (wg == 0 || it + 1 < iters))
-        cutlass::arch::NamedBarrier::arrive(256, 2 - wg);
+      if (kTurns && (wg == 0 || it + 1 < iters)) cutlass::arch::NamedBarrier::arrive(256, 2 - wg);
       int_work(acc, it);
-      if constexpr (kMode != kTurns1) int_work(acc2, it + 1);
+      if constexpr (kTwo) int_work(acc2, it + 1);
     }
   } else if constexpr (kMode == kSplitInt || kMode == kSplitFp) {
     // Warpgroup 0 runs the mma loop, warpgroup 1 the integer (or FP32) loop, at the same time.
