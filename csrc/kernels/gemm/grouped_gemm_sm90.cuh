@@ -81,9 +81,7 @@ struct Sm90TileConfig {
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
   // Registers: the producer keeps 40, the consumers share the rest of the 64K per SM in the
   // multiples of 8 that setmaxnreg takes (232 with two consumer warpgroups, 152 with three).
-  // (The split variant's producer spills a few words at 40; 48 would leave its consumers 224:
-  // see kConsumerRegs.)
-  static constexpr int kProducerRegs = 40;
+  static constexpr int kProducerRegs = kSplit ? 48 : 40;  // split: two rings' loop state
   static constexpr int kConsumerRegs = (65536 - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   using MmaAtom = std::conditional_t<
       kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
