@@ -29,11 +29,7 @@ void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tile
                              cudaStream_t stream);
 
 // CTA rows of each tile config (the M-tile size the scheduler counts with).
-inline int tile_block_m(GemmTile t, bool hybrid = false) {
-#ifdef I8H_EXP_SPLIT
-  if (hybrid && t == GemmTile::kSm90_128x128) return 64;  // WIP: the split hybrid's 64-row tiles
-#endif
-  (void)hybrid;
+inline int tile_block_m(GemmTile t) {
   return t == GemmTile::k64x64 ? 64 : 128;
 }
 inline int tile_block_n(GemmTile t) {

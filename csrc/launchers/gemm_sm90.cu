@@ -21,11 +21,7 @@ namespace {
 // 32 KiB plus two 16.5 KiB block-scale slots (194 KiB); 6 stages measured slower for it (v7).
 using Sm90PerTokenTile = Sm90TileConfig<6, false, 128, 128, 1, /*pingpong=*/true>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#ifdef I8H_EXP_SPLIT
-using Sm90HybridTile = Sm90TileConfig<3, true, 128, 64, 1, false, /*split=*/true>;  // WIP
-#else
 using Sm90HybridTile = Sm90TileConfig<5, true>;
-#endif
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {

@@ -56,15 +56,10 @@ namespace int8_hybrid_moe::gemm {
 // Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn
 // (see the file comment).
 template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
-          bool kPingpong_ = false, bool kSplit_ = false>
+          bool kPingpong_ = false>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
   static constexpr bool kPingpong = kPingpong_;
-  // WIP (I8H_EXP_SPLIT): two independent halves, each a producer warp, a consumer warpgroup
-  // owning whole 64-row tiles and its own stage ring, so the consumers never wait for each other.
-  static constexpr bool kSplit = kSplit_;
-  static constexpr int kRings = kSplit ? 2 : 1;
-  static_assert(!kSplit || (kHybrid_ && BM == 64 && !kPingpong), "split: hybrid 64-row tiles");
   // Consumer warpgroups along M and N sharing one tile (pingpong: one, the whole tile).
   static constexpr int kWgM = kPingpong ? 1 : BM / 64, kWgN = kPingpong ? 1 : WgN_;
   static constexpr int kWgTileN = BN / kWgN;  // columns of one warpgroup's tile
@@ -77,11 +72,11 @@ struct Sm90TileConfig {
       !kPingpong || (!kHybrid_ && BM == 128 && BN <= 128),
       "pingpong: per-token, 128 rows (two wgmma M halves), accumulators <= 128 registers");
   static constexpr bool kHybrid = kHybrid_;
-  static constexpr int kConsumers = kPingpong || kSplit ? 2 : kWgM * kWgN;
+  static constexpr int kConsumers = kPingpong ? 2 : kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
   // Registers: the producer keeps 40, the consumers share the rest of the 64K per SM in the
   // multiples of 8 that setmaxnreg takes (232 with two consumer warpgroups, 152 with three).
-  static constexpr int kProducerRegs = kSplit ? 48 : 40;  // split: two rings' loop state
+  static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = (65536 - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   using MmaAtom = std::conditional_t<
       kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
@@ -105,7 +100,7 @@ struct Sm90TileConfig {
   static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
   static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
 
-  struct Ring {
+  struct Storage {
     alignas(1024) int8_t A[Stages][BM * BK];
     alignas(1024) int8_t B[Stages][BN * BK];
     // Hybrid: qa[slot][j][row] = QA of block (chunk start + j); fa/fb by super group of the chunk.
@@ -119,9 +114,6 @@ struct Sm90TileConfig {
     uint64_t empty[Stages];
     uint64_t scale_full[kScaleSlots];
     uint64_t scale_empty[kScaleSlots];
-  };
-  struct Storage {
-    Ring ring[kRings];
   };
   // +1 KiB: the dynamic shared memory base is rounded up to the 1024-byte swizzle period.
   static constexpr int kSmemBytes = static_cast<int>(sizeof(Storage)) + 1024;
@@ -166,8 +158,9 @@ struct PipeState {
 // run of blocks is contiguous in QA [R, nb], so a warp reads 4 runs of 32 bytes. Rows past the
 // expert or R, blocks past nb and groups past the chunk read as zero (never used).
 template <class Cfg>
-__device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const GroupedGemmParams& p,
-                                                 const TileCoord& tc, int slot, int b0, int lane) {
+__device__ __forceinline__ void load_scale_chunk(typename Cfg::Storage& S,
+                                                 const GroupedGemmParams& p, const TileCoord& tc,
+                                                 int slot, int b0, int lane) {
   constexpr int CB = Cfg::kScaleBlocks;
   static_assert(CB == 8, "lane -> (row, block) mapping below assumes 8 blocks per chunk");
   const int nblk = min(CB, p.nb - b0);
@@ -228,7 +221,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // through an integer), so the compiler still knows it is shared memory and emits LDS, not LD.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t smem_pad = (1024u - (cute::cast_smem_ptr_to_uint(smem_raw) & 1023u)) & 1023u;
-  auto& St = *reinterpret_cast<typename Cfg::Storage*>(smem_raw + smem_pad);
+  auto& S = *reinterpret_cast<typename Cfg::Storage*>(smem_raw + smem_pad);
   const int* tile_offsets = p.tile_offsets;
   if (P.tile_table_in_smem) {
     int* table = reinterpret_cast<int*>(smem_raw + smem_pad + sizeof(typename Cfg::Storage));
@@ -243,19 +236,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
   if (threadIdx.x == 0) {
-    // Split: each ring has one consumer warpgroup.
-    constexpr int kRingConsumerWarps = Cfg::kSplit ? 4 : kConsumerWarps;
-    for (int r = 0; r < Cfg::kRings; ++r) {
-      auto& S = St.ring[r];
-      for (int s = 0; s < Stages; ++s) {
-        TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
-        // Pingpong: one warpgroup consumes each stage.
-        Barrier::init(&S.empty[s], Cfg::kPingpong ? 4 : kRingConsumerWarps);
-      }
-      for (int s = 0; s < Cfg::kScaleSlots; ++s) {
-        Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
-        Barrier::init(&S.scale_empty[s], kRingConsumerWarps);
-      }
+    for (int s = 0; s < Stages; ++s) {
+      TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
+      // Pingpong: one warpgroup consumes each stage.
+      Barrier::init(&S.empty[s], Cfg::kPingpong ? 4 : kConsumerWarps);
+    }
+    for (int s = 0; s < Cfg::kScaleSlots; ++s) {
+      Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
+      Barrier::init(&S.scale_empty[s], kConsumerWarps);
     }
     cutlass::arch::fence_barrier_init();
     // The descriptors live in kernel parameter space; fetch them before the first TMA needs them.
@@ -273,14 +261,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-    if (Cfg::kRings == 1 ? warp != 0 : warp >= Cfg::kRings) return;
-    // Split: producer warp r fills ring r with the tiles of consumer warpgroup r.
-    const int ring = Cfg::kRings == 1 ? 0 : warp;
-    auto& S = St.ring[ring];
+    if (warp != 0) return;
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-    for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
+    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
@@ -316,10 +301,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // ------------------------------------------------------------------ consumer warpgroups
   cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
   const int ct = static_cast<int>(threadIdx.x) - 128;  // 0..255
-  const int ring = Cfg::kRings == 1 ? 0 : warp_group - 1;
-  auto& S = St.ring[ring];
   typename Cfg::TiledMma mma;
-  auto thr = mma.get_thread_slice(Cfg::kPingpong || Cfg::kSplit ? ct % 128 : ct);
+  auto thr = mma.get_thread_slice(Cfg::kPingpong ? ct % 128 : ct);
   Tensor sA = make_tensor(make_smem_ptr(&S.A[0][0]), typename Cfg::SmemLayoutA{});
   Tensor sB = make_tensor(make_smem_ptr(&S.B[0][0]), typename Cfg::SmemLayoutB{});
   Tensor tCrA = thr.make_fragment_A(thr.partition_A(sA));  // (MMA, 1, BK/32, Stages) descriptors
@@ -333,9 +316,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
   // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
   // warp_group, so a `% kWgM` there would cost instructions and registers).
-  constexpr bool kShared = !Cfg::kPingpong && !Cfg::kSplit;  // warpgroups share each tile
-  const int wg_row0 = kShared && Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
-  const int wg_col0 = kShared && Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
+  const int wg_row0 = !Cfg::kPingpong && Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
+  const int wg_col0 = !Cfg::kPingpong && Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
   const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
   const int c_base = wg_col0 + 2 * (lane % 4);
 
@@ -474,7 +456,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
-    for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
+    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
       TileCoord tc;
       if constexpr (kHybrid) {
         tc = tile_at(t);
