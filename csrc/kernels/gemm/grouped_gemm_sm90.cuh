@@ -74,10 +74,17 @@ struct Sm90TileConfig {
   static constexpr bool kHybrid = kHybrid_;
   static constexpr int kConsumers = kPingpong ? 2 : kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
-  // Registers: the producer keeps 40, the consumers share the rest of the 64K per SM in the
-  // multiples of 8 that setmaxnreg takes (232 with two consumer warpgroups, 152 with three).
+  // Registers: setmaxnreg only moves registers inside the CTA's launch allocation (kLaunchRegs
+  // per thread, from __launch_bounds__(kThreads, 1): 168 with three warpgroups), so the consumers
+  // get what the producer frees, in the multiples of 8 that setmaxnreg takes: 232 each with two
+  // consumer warpgroups and a 40-register producer, 152 with three. Asking for more than the
+  // pool holds makes the consumers' allocation spin forever (a hang, not an error).
+  static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
   static constexpr int kProducerRegs = 40;
-  static constexpr int kConsumerRegs = (65536 - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
+  static constexpr int kConsumerRegs =
+      (kLaunchRegs * kThreads - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
+  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kLaunchRegs * kThreads,
+                "setmaxnreg: the warpgroups' registers exceed the CTA's launch allocation");
   using MmaAtom = std::conditional_t<
       kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
       std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
