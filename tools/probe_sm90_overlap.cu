@@ -44,6 +44,7 @@
 
 namespace {
 
+// The modes from kTurns1 on are the schedule modes (one loop in the kernel below, `>= kTurns1`).
 enum Mode : int {
   kMma,
   kMma2,
