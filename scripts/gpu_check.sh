@@ -56,6 +56,22 @@ if want bench; then
   add "bench_kernels exit" "${PIPESTATUS[0]}"
   "$BUILD/bench_gemm" --json "$LOGDIR/bench_gemm.json" 2>&1 | tee -a "$LOGDIR/bench.log"
   add "bench_gemm exit" "${PIPESTATUS[0]}"
+  # The auto-tiled rows and cuBLAS, each with the card's median SM clock during its loop.
+  while IFS= read -r line; do add "${line%%|*}" "${line#*|}"; done < <(python3 - "$LOGDIR/bench_gemm.json" <<'PY' 2>/dev/null
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+for g in ("gemm1", "gemm2"):
+    parts = []
+    for r in rows:
+        if r["gemm"] != g or not (r["tile"].startswith("auto") or r["tile"] == "-"):
+            continue
+        c = r.get("card", {})
+        mhz = f' @{c["sm_mhz_median"]} MHz' if c.get("sm_mhz_median") else ""
+        lim = c.get("clock_limits", "n/a")
+        parts.append(f'{r["kind"]} {r["ms"]:.3f} ms{mhz}' + ("" if lim in ("none", "n/a") else f" ({lim})"))
+    print(f"bench_gemm {g} (auto)|" + "; ".join(parts))
+PY
+)
   # Decode-sized load (64 tokens: ~2 rows per expert) for the tile heuristic.
   "$BUILD/bench_gemm" --num-tokens 64 --json "$LOGDIR/bench_gemm_decode.json" 2>&1 | tee -a "$LOGDIR/bench.log"
   add "bench_gemm (decode, M=64) exit" "${PIPESTATUS[0]}"

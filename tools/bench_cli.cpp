@@ -666,6 +666,28 @@ JsonWriter& JsonWriter::null(const std::string& key) {
   return *this;
 }
 
+void write_card_state(JsonWriter& j, const std::string& key, const i8h_tools::CardState& s) {
+  j.begin_object(key).boolean("known", s.known);
+  if (!s.known) {
+    j.string("why_unknown", s.why_unknown).end_object();
+    return;
+  }
+  j.integer("samples", s.samples);
+  auto value = [&](const char* k, double v, bool known) {
+    if (known)
+      j.number(k, v);
+    else
+      j.null(k);
+  };
+  const bool any = s.samples > 0;
+  value("sm_mhz_median", s.sm_mhz_median, any);
+  value("sm_mhz_min", s.sm_mhz_min, any);
+  value("sm_mhz_max", s.sm_mhz_max, any);
+  value("sm_mhz_card_max", s.sm_mhz_card_max, s.sm_mhz_card_max > 0);
+  value("power_w_max", s.power_w_max, any);
+  j.string("clock_limits", i8h_tools::clock_limit_names(s.limits)).end_object();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------------------
@@ -719,15 +741,25 @@ std::string format_report(const BenchReport& r) {
 
   o << pad("path", 18, true) << pad("role", 14, true) << pad("median ms", 11) << pad("p10", 9)
     << pad("p90", 9) << pad("TOPS", 8) << pad("%peak", 7) << pad("GB/s", 8) << pad("%copy", 7)
-    << pad("x dense", 9) << "\n";
+    << pad("x dense", 9) << "  " << pad("SM MHz", 12, true) << "clock limits\n";
+  unsigned card_max = 0;
+  std::string why_unknown;
   for (const PathResult& p : r.paths) {
     o << pad(p.name, 18, true) << pad(p.role, 14, true) << pad(fmt(p.time.median_ms, 4), 11)
       << pad(fmt(p.time.p10_ms, 4), 9) << pad(fmt(p.time.p90_ms, 4), 9) << pad(fmt(p.tops, 1), 8)
       << pad(fmt(p.pct_peak_int8, 1), 7) << pad(fmt(p.gbps, 0), 8) << pad(fmt(p.pct_copy_bw, 1), 7)
-      << pad(fmt(p.speedup_vs_dense, 2), 9) << "\n";
+      << pad(fmt(p.speedup_vs_dense, 2), 9) << "  "
+      << pad(i8h_tools::describe_sm_clock(p.card), 12, true)
+      << (p.card.known ? i8h_tools::clock_limit_names(p.card.limits) : "n/a") << "\n";
+    card_max = std::max(card_max, p.card.sm_mhz_card_max);
+    if (!p.card.known) why_unknown = p.card.why_unknown;
   }
   o << "(TOPS = 2*R*(2N*K + K*N) / median time, R = computed rows; x dense = dense cuBLAS "
-       "baseline time / this time)\n";
+       "baseline time / this time;\n SM MHz = median (min) of NVML samples during the timed loop";
+  if (card_max) o << ", card maximum " << card_max << " MHz";
+  o << "; clock limits = NVML reasons seen, idle dropped";
+  if (!why_unknown.empty()) o << "; card not sampled: " << why_unknown;
+  o << ")\n";
 
   bool any_stages = false;
   for (const PathResult& p : r.paths) any_stages |= !p.stage_median_ms.empty();
@@ -844,6 +876,7 @@ std::string report_json(const BenchReport& r) {
         .number("p10_ms", p.time.p10_ms)
         .number("p90_ms", p.time.p90_ms)
         .integer("samples", p.time.samples);
+    write_card_state(j, "card", p.card);
     j.begin_object("stage_median_ms");
     for (const auto& s : p.stage_median_ms) j.number(s.first, s.second);
     j.end_object();

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "card_monitor.h"
 #include "int8_hybrid_moe/common.h"
 
 namespace i8h_bench {
@@ -188,6 +189,10 @@ class JsonWriter {
   std::vector<bool> first_;  // per open container: no element written yet
 };
 
+// The card's state during a timed loop as an object under `key`: known, samples, SM MHz (median,
+// min, max, card max), max power, clock limits (null where unknown or not sampled).
+void write_card_state(JsonWriter& j, const std::string& key, const i8h_tools::CardState& s);
+
 // ---- report ----------------------------------------------------------------------------------
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -214,6 +219,7 @@ struct PathResult {
   std::string role;  // "measured", "baseline (a)", "baseline (b)"
   PathKind kind = PathKind::kInt8Hybrid;
   TimingStats time;
+  i8h_tools::CardState card;  // the card during the timed loop of `time`
   std::vector<std::pair<std::string, double>> stage_median_ms;  // empty: no breakdown
   double gemm1_ms = kNaN, gemm2_ms = kNaN;                      // stage medians of the GEMMs
   double ops = 0, gemm1_ops = 0, gemm2_ops = 0;

@@ -6,8 +6,10 @@
 //              [--tiles NAME,NAME,...]   (forced tiles to time besides auto: 64x64, 128x64,
 //                                         128x128, sm90_128x128, sm90_128x256; default all)
 //
-// Timing: CUDA events around each launch, warm-up, median over iterations. The operands of the
-// default shape (A 128 MiB, B 512 MiB for GEMM1) are far larger than L2, so no rotation is needed.
+// Timing: CUDA events around each launch, warm-up, median (and p10 / p90) over iterations, with
+// the card's SM clock and clock-limit reasons sampled during each timed loop (NVML; "n/a" without
+// it). The operands of the default shape (A 128 MiB, B 512 MiB for GEMM1) are far larger than
+// L2, so no rotation is needed.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_cli.h"
 #include "cuda_timer.h"
 #include "int8_hybrid_moe/gemm.h"
 
@@ -66,20 +69,36 @@ T* dalloc(size_t n) {
   return p;
 }
 
-// Upper median of `iters` event-timed launches on the legacy stream, after `warmup` launches.
-float median_ms(const std::function<void()>& fn, int warmup, int iters) {
+struct Timed {
+  i8h_bench::TimingStats time;
+  i8h_tools::CardState card;
+};
+// `iters` event-timed launches on the legacy stream after `warmup` launches, the card sampled by
+// `monitor` meanwhile.
+Timed time_launches(const std::function<void()>& fn, int warmup, int iters,
+                    i8h_tools::CardMonitor* monitor) {
   i8h_tools::TimerConfig tc;
   tc.warmup = warmup;
   tc.iters = iters;
-  return i8h_tools::upper_median(i8h_tools::time_iterations_ms(
+  tc.monitor = monitor;
+  Timed t;
+  t.time = i8h_bench::summarize_times(i8h_tools::time_iterations_ms(
       tc, [&](int) { fn(); }, check));
+  t.card = monitor->last();
+  return t;
 }
 
 struct Row {
   std::string gemm, kind, tile;
   int64_t R, N, K;
-  double ms, tops;
+  Timed t;
+  double ms, tops;  // median
 };
+Row make_row(const char* gemm, const char* kind, std::string tile, int64_t R, int64_t N, int64_t K,
+             const Timed& t) {
+  const double ms = t.time.median_ms;
+  return {gemm, kind, std::move(tile), R, N, K, t, ms, 2.0 * R * N * K / (ms * 1e-3) / 1e12};
+}
 
 }  // namespace
 
@@ -149,6 +168,7 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
+  const std::unique_ptr<i8h_tools::CardMonitor> monitor = i8h_tools::card_monitor_for(0);
   const int64_t R = M * top_k;
 
   // Uniform random routing: rows per expert of M*top_k draws (each token's top_k distinct).
@@ -207,7 +227,6 @@ int main(int argc, char** argv) {
     void* ws = dalloc<uint8_t>(grouped_gemm_workspace_size(E));
     const size_t ws_bytes = grouped_gemm_workspace_size(E);
     const GroupedGemmShape shape{R, N, K, E};
-    const double ops = 2.0 * R * N * K;
 
     for (GemmTile t : tiles) {
       if (is_sm90_tile(t) && !gemm_sm90_available()) continue;
@@ -218,12 +237,13 @@ int main(int argc, char** argv) {
       pa.scale_b = SB;
       pa.expert_offsets = d_off;
       pa.C = C;
-      const float ms =
-          median_ms([&] { int8_grouped_gemm(shape, pa, ws, ws_bytes, nullptr, t); }, warmup, iters);
+      const Timed pt =
+          time_launches([&] { int8_grouped_gemm(shape, pa, ws, ws_bytes, nullptr, t); }, warmup,
+                        iters, monitor.get());
       const GemmTile used = t == GemmTile::kAuto ? select_gemm_tile(shape, false) : t;
-      rows.push_back({g.name, "per-token",
-                      std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used), R, N,
-                      K, ms, ops / (ms * 1e-3) / 1e12});
+      rows.push_back(make_row(
+          g.name, "per-token",
+          std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used), R, N, K, pt));
       if (t == GemmTile::k128x128 || t == GemmTile::kSm90_128x256) continue;  // per-token only
       HybridGemmArgs ha;
       ha.A = A;
@@ -234,14 +254,14 @@ int main(int argc, char** argv) {
       ha.FB = FB;
       ha.expert_offsets = d_off;
       ha.C = C;
-      const float hms =
-          median_ms([&] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); },
-                    warmup, iters);
+      const Timed ht =
+          time_launches([&] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); },
+                        warmup, iters, monitor.get());
       const GemmTile used_h =
           t == GemmTile::kAuto ? select_gemm_tile(shape, true, fmt.block_size) : t;
-      rows.push_back({g.name, "hybrid",
-                      std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used_h), R,
-                      N, K, hms, ops / (hms * 1e-3) / 1e12});
+      rows.push_back(make_row(
+          g.name, "hybrid",
+          std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used_h), R, N, K, ht));
     }
     // cuBLAS dense INT8 at the same total shape: C32[R, N] = A[R, K] * W[N, K]^T, with the
     // first expert's worth of rows of B reused as one N x K matrix (the ceiling for grouped).
@@ -258,8 +278,8 @@ int main(int argc, char** argv) {
           std::exit(1);
         }
       };
-      const float ms = median_ms(run, warmup, iters);
-      rows.push_back({g.name, "cublas-dense-int8", "-", R, N, K, ms, ops / (ms * 1e-3) / 1e12});
+      rows.push_back(make_row(g.name, "cublas-dense-int8", "-", R, N, K,
+                              time_launches(run, warmup, iters, monitor.get())));
     }
     CK(cudaDeviceSynchronize());
     for (void* p : {(void*)A, (void*)B, (void*)QA, (void*)QB, (void*)FA, (void*)FB, (void*)SA,
@@ -273,37 +293,58 @@ int main(int argc, char** argv) {
       "uniform routing; sm90_* = wgmma/TMA kernel, other tiles = SM80 mma.sync kernels\n",
       prop.name, prop.major, prop.minor, prop.multiProcessorCount, (long long)M, top_k, E,
       (long long)R);
-  std::printf("%-6s %-18s %-18s %7s %7s %7s %10s %8s %10s %12s\n", "gemm", "kind", "tile", "R", "N",
-              "K", "ms", "TOPS", "vs cuBLAS", "/ per-token");
+  std::printf("%-6s %-18s %-18s %7s %7s %7s %9s %8s %8s %10s %12s  %-12s %s\n", "gemm", "kind",
+              "tile", "R", "N", "K", "ms", "p90/p10", "TOPS", "vs cuBLAS", "/ per-token", "SM MHz",
+              "clock limits");
   for (const Row& r : rows) {
     double dense = 0, per_token = 0;  // baselines of the same GEMM (per-token: same tile)
     for (const Row& q : rows) {
       if (q.gemm == r.gemm && q.kind == "cublas-dense-int8") dense = q.ms;
       if (q.gemm == r.gemm && q.kind == "per-token" && q.tile == r.tile) per_token = q.ms;
     }
-    std::printf("%-6s %-18s %-18s %7lld %7lld %7lld %10.4f %8.1f %9.2fx", r.gemm.c_str(),
-                r.kind.c_str(), r.tile.c_str(), (long long)r.R, (long long)r.N, (long long)r.K,
-                r.ms, r.tops, dense / r.ms);
-    if (r.kind == "hybrid" && per_token > 0) std::printf(" %11.2fx", r.ms / per_token);
-    std::printf("\n");
+    char ratio[16] = "";
+    if (r.kind == "hybrid" && per_token > 0)
+      std::snprintf(ratio, sizeof ratio, "%.2fx", r.ms / per_token);
+    std::printf("%-6s %-18s %-18s %7lld %7lld %7lld %9.4f %8.3f %8.1f %9.2fx %12s  %-12s %s\n",
+                r.gemm.c_str(), r.kind.c_str(), r.tile.c_str(), (long long)r.R, (long long)r.N,
+                (long long)r.K, r.ms, r.t.time.p90_ms / r.t.time.p10_ms, r.tops, dense / r.ms,
+                ratio, i8h_tools::describe_sm_clock(r.t.card).c_str(),
+                r.t.card.known ? i8h_tools::clock_limit_names(r.t.card.limits).c_str() : "n/a");
   }
+  const i8h_tools::CardState& cs = monitor->last();
+  if (cs.known)
+    std::printf(
+        "(ms: median of %d launches; SM MHz: median (min) of NVML samples during each timed "
+        "loop, card maximum %u MHz; clock limits: NVML reasons seen, idle dropped)\n",
+        iters, cs.sm_mhz_card_max);
+  else
+    std::printf("(ms: median of %d launches; card clock not sampled: %s)\n", iters,
+                cs.why_unknown.c_str());
   if (!json.empty()) {
+    i8h_bench::JsonWriter j;
+    j.begin_object().string("device", prop.name).integer("sm", prop.major * 10 + prop.minor);
+    j.integer("iters", iters).begin_array("rows");
+    for (const Row& r : rows) {
+      j.begin_object()
+          .string("gemm", r.gemm)
+          .string("kind", r.kind)
+          .string("tile", r.tile)
+          .integer("R", r.R)
+          .integer("N", r.N)
+          .integer("K", r.K)
+          .number("ms", r.ms)
+          .number("p10_ms", r.t.time.p10_ms)
+          .number("p90_ms", r.t.time.p90_ms)
+          .number("tops", r.tops);
+      i8h_bench::write_card_state(j, "card", r.t.card);
+      j.end_object();
+    }
+    j.end_array().end_object();
     FILE* f = std::fopen(json.c_str(), "w");
-    if (!f) {
+    if (!f || std::fprintf(f, "%s\n", j.str().c_str()) < 0 || std::fclose(f) != 0) {
       std::fprintf(stderr, "bench_gemm: cannot write %s\n", json.c_str());
       return 1;
     }
-    std::fprintf(f, "{\"device\": \"%s\", \"sm\": %d, \"rows\": [", prop.name,
-                 prop.major * 10 + prop.minor);
-    for (size_t i = 0; i < rows.size(); ++i)
-      std::fprintf(f,
-                   "%s{\"gemm\": \"%s\", \"kind\": \"%s\", \"tile\": \"%s\", \"R\": %lld, "
-                   "\"N\": %lld, \"K\": %lld, \"ms\": %.6f, \"tops\": %.3f}",
-                   i ? ", " : "", rows[i].gemm.c_str(), rows[i].kind.c_str(), rows[i].tile.c_str(),
-                   (long long)rows[i].R, (long long)rows[i].N, (long long)rows[i].K, rows[i].ms,
-                   rows[i].tops);
-    std::fprintf(f, "]}\n");
-    std::fclose(f);
   }
   return 0;
 }

@@ -102,13 +102,16 @@ std::vector<T> download(const void* d, size_t n) {
 
 // Cold-L2 timing protocol shared by every path.
 struct Timing {
-  i8h_tools::TimerConfig cfg;  // stream, warmup, iters and the flush buffer
+  i8h_tools::TimerConfig cfg;  // stream, warmup, iters, the flush buffer and the card monitor
   DevMem flush;
+  std::unique_ptr<i8h_tools::CardMonitor> monitor;
 
-  // fwd(rotation copy). Returns per-iteration ms.
-  std::vector<float> total(const std::function<void(int)>& fwd) const {
-    return i8h_tools::time_iterations_ms(
+  // fwd(rotation copy). Returns per-iteration ms; the card's state in `card`.
+  std::vector<float> total(const std::function<void(int)>& fwd, i8h_tools::CardState* card) const {
+    std::vector<float> ms = i8h_tools::time_iterations_ms(
         cfg, [&](int i) { fwd(i % kRotations); }, check_cuda);
+    *card = monitor->last();
+    return ms;
   }
 
   // Per-stage medians, from a separate loop so the stage events cannot perturb `total`.
@@ -415,7 +418,7 @@ PathResult run_int8(Context& cx, QuantScheme scheme, const std::string& role) {
     }
   }
 
-  const std::vector<float> ms = cx.timing.total([&](int c) { fwd(c, nullptr); });
+  const std::vector<float> ms = cx.timing.total([&](int c) { fwd(c, nullptr); }, &r.card);
   r.time = summarize_times(ms);
   const std::vector<double> st = cx.timing.stages(fwd);
   for (int s = 0; s < kNumMoeStages; ++s) r.stage_median_ms.emplace_back(moe_stage_name(s), st[s]);
@@ -555,7 +558,7 @@ PathResult run_dense(Context& cx) {
     r.check.tokens = static_cast<int64_t>(cx.cd.tokens.size());
     r.check.rel_l2_vs_float = rel_l2(pick_rows(hout, cx.cd.tokens, K, a.dtype), cx.cd.float_ref);
   }
-  r.time = summarize_times(cx.timing.total(run));
+  r.time = summarize_times(cx.timing.total(run, &r.card));
   for (auto e : execs)
     if (e) cudaGraphExecDestroy(e);
   return r;
@@ -658,6 +661,8 @@ int run(const BenchArgs& a) {
   cx.timing.cfg.flush_bytes = cx.timing.flush.bytes();
   cx.timing.cfg.warmup = a.warmup;
   cx.timing.cfg.iters = a.iters;
+  cx.timing.monitor = i8h_tools::card_monitor_for(dev);
+  cx.timing.cfg.monitor = cx.timing.monitor.get();
   rep.timing_method = detail::concat(
       "CUDA events around each whole forward; median/p10/p90 of ", a.iters, " iterations after ",
       a.warmup, " warm-up; before every timed iteration L2 is flushed by a ", flush_bytes >> 20,

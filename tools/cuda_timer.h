@@ -1,6 +1,7 @@
 // CUDA-event timing shared by the benchmark tools: warm-up, then one event pair around each timed
 // iteration; optionally a cold-L2 flush before each iteration (outside the events) or a host sync
-// after each one. The tools keep their own error reporting (throw or exit) through a CudaCheck.
+// after each one; optionally the card's clock sampled during the timed iterations (CardMonitor).
+// The tools keep their own error reporting (throw or exit) through a CudaCheck.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -8,7 +9,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <vector>
+
+#include "card_monitor.h"
 
 namespace i8h_tools {
 
@@ -47,7 +51,20 @@ struct TimerConfig {
   // Cold L2: before timed iteration i, memset `flush` to (i & 0xFF), outside the events.
   void* flush = nullptr;
   size_t flush_bytes = 0;
+  // Samples the card from the first timed iteration's enqueue to the end of the last one; read
+  // the summary from monitor->last() afterwards.
+  CardMonitor* monitor = nullptr;
 };
+
+// A monitor of CUDA device `dev` (unavailable, with the reason, when NVML cannot see it).
+inline std::unique_ptr<CardMonitor> card_monitor_for(int dev) {
+  char bus[32] = {};
+  if (cudaDeviceGetPCIBusId(bus, sizeof bus, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    bus[0] = 0;
+  }
+  return std::make_unique<CardMonitor>(bus);
+}
 
 inline void flush_l2(const TimerConfig& c, int i, CudaCheck check) {
   if (c.flush_bytes)
@@ -61,6 +78,7 @@ inline std::vector<float> time_iterations_ms(const TimerConfig& c,
   for (int i = 0; i < c.warmup; ++i) fn(i);
   if (c.sync_each_iteration) check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   CudaEvents ev(2 * static_cast<size_t>(c.iters), check);
+  if (c.monitor) c.monitor->begin();
   for (int i = 0; i < c.iters; ++i) {
     flush_l2(c, i, check);
     check(cudaEventRecord(ev[2 * i], c.stream), "cudaEventRecord");
@@ -69,6 +87,7 @@ inline std::vector<float> time_iterations_ms(const TimerConfig& c,
     if (c.sync_each_iteration) check(cudaEventSynchronize(ev[2 * i + 1]), "cudaEventSynchronize");
   }
   check(cudaStreamSynchronize(c.stream), "cudaStreamSynchronize");
+  if (c.monitor) c.monitor->end();
   std::vector<float> ms(static_cast<size_t>(c.iters));
   for (int i = 0; i < c.iters; ++i) ms[i] = elapsed_ms(ev[2 * i], ev[2 * i + 1], check);
   return ms;

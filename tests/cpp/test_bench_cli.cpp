@@ -573,6 +573,8 @@ BenchReport sample_report() {
   p.check.tokens = 64;
   p.check.rel_l2_vs_float = 0.01;
   derive_figures(p, r.peak, r.copy_gbps);
+  p.card = i8h_tools::summarize_card_samples(
+      {{1755, 600000, i8h_tools::kClockLimitSwPowerCap}, {1650, 690000, 0}}, 1980);
   PathResult d;
   d.name = "cublas bfloat16";
   d.role = "baseline (b)";
@@ -580,6 +582,7 @@ BenchReport sample_report() {
   d.time = summarize_times({2.0f});
   d.gemm1_ops = 1e9;
   derive_figures(d, r.peak, r.copy_gbps);
+  d.card.why_unknown = "libnvidia-ml.so.1 not found";
   r.paths = {p, d};
   r.notes = {"a note"};
   return r;
@@ -635,6 +638,17 @@ TEST(BenchCli, JsonParsesBackWithEveryFigure) {
                         "agreement_ok"})
     EXPECT_TRUE(f.items.count(k)) << "JSON lacks " << k << "\n" << js;
   EXPECT_EQ(f.items["args.num_tokens"], "64");
+  // The card's state: every figure for a sampled path, the reason for an unsampled one.
+  EXPECT_EQ(f.items["paths[0].card.known"], "true");
+  EXPECT_EQ(f.items["paths[0].card.samples"], "2");
+  EXPECT_EQ(f.items["paths[0].card.sm_mhz_min"], "1650");
+  EXPECT_EQ(f.items["paths[0].card.sm_mhz_max"], "1755");
+  EXPECT_EQ(f.items["paths[0].card.sm_mhz_card_max"], "1980");
+  EXPECT_EQ(f.items["paths[0].card.power_w_max"], "690");
+  EXPECT_EQ(f.items["paths[0].card.clock_limits"], "sw-power-cap");
+  EXPECT_EQ(f.items["paths[1].card.known"], "false");
+  EXPECT_EQ(f.items["paths[1].card.why_unknown"], "libnvidia-ml.so.1 not found");
+  EXPECT_FALSE(f.items.count("paths[1].card.sm_mhz_median"));
   EXPECT_EQ(f.items["args.json"], "out \"q\".json");
   EXPECT_EQ(f.items["device.name"], "NVIDIA H100 80GB HBM3");
   EXPECT_EQ(f.items["timing_method"], "events\twith a tab");
@@ -655,9 +669,28 @@ TEST(BenchCli, JsonParsesBackWithEveryFigure) {
 
 TEST(BenchCli, ReportText) {
   const std::string t = format_report(sample_report());
-  for (const char* s : {"NVIDIA H100 80GB HBM3", "H100 SXM", "int8 hybrid", "cublas bfloat16",
-                        "median ms", "p10", "p90", "TOPS", "%peak", "GB/s", "%copy", "gemm1",
-                        "criterion", "rel-L2", "bytes counted", "a note", "CUTLASS 4.2.0"})
+  for (const char* s : {"NVIDIA H100 80GB HBM3",
+                        "H100 SXM",
+                        "int8 hybrid",
+                        "cublas bfloat16",
+                        "median ms",
+                        "p10",
+                        "p90",
+                        "TOPS",
+                        "%peak",
+                        "GB/s",
+                        "%copy",
+                        "gemm1",
+                        "criterion",
+                        "rel-L2",
+                        "bytes counted",
+                        "a note",
+                        "CUTLASS 4.2.0",
+                        "SM MHz",
+                        "1755 (1650)",
+                        "sw-power-cap",
+                        "card maximum 1980 MHz",
+                        "card not sampled: libnvidia-ml.so.1 not found"})
     EXPECT_NE(t.find(s), std::string::npos) << "report lacks " << s << "\n" << t;
   BenchReport bad = sample_report();
   bad.peak = int8_dense_peak(8, 6, "NVIDIA A10");
