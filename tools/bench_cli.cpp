@@ -684,7 +684,6 @@ void write_card_state(JsonWriter& j, const std::string& key, const i8h_tools::Ca
   value("sm_mhz_min", s.sm_mhz_min, any);
   value("sm_mhz_max", s.sm_mhz_max, any);
   value("sm_mhz_card_max", s.sm_mhz_card_max, s.sm_mhz_card_max > 0);
-  value("power_w_max", s.power_w_max, any);
   j.string("clock_limits", i8h_tools::clock_limit_names(s.limits)).end_object();
 }
 

@@ -190,7 +190,7 @@ class JsonWriter {
 };
 
 // The card's state during a timed loop as an object under `key`: known, samples, SM MHz (median,
-// min, max, card max), max power, clock limits (null where unknown or not sampled).
+// min, max, card max), clock limits (null where unknown or not sampled).
 void write_card_state(JsonWriter& j, const std::string& key, const i8h_tools::CardState& s);
 
 // ---- report ----------------------------------------------------------------------------------

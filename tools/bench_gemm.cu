@@ -2,14 +2,15 @@
 // shape (R x N x K) as the ceiling reference, measured in the same run on the same card.
 //
 //   bench_gemm [--num-tokens 8192] [--hidden 2048] [--intermediate 512] [--num-experts 256]
-//              [--top-k 8] [--iters 50] [--warmup 10] [--seed 0] [--json PATH]
+//              [--top-k 8] [--iters 50] [--warmup 10] [--rounds 5] [--seed 0] [--json PATH]
 //              [--tiles NAME,NAME,...]   (forced tiles to time besides auto: 64x64, 128x64,
 //                                         128x128, sm90_128x128, sm90_128x256; default all)
 //
-// Timing: CUDA events around each launch, warm-up, median (and p10 / p90) over iterations, with
-// the card's SM clock and clock-limit reasons sampled during each timed loop (NVML; "n/a" without
-// it). The operands of the default shape (A 128 MiB, B 512 MiB for GEMM1) are far larger than
-// L2, so no rotation is needed.
+// Timing: CUDA events around each launch, warm-up, median (and p10 / p90) over iterations taken in
+// interleaved rounds (every case times iters / rounds launches per round), with the card's SM
+// clock and clock-limit reasons sampled during each timed loop (NVML; "n/a" without it). The
+// operands of the default shape (A 128 MiB, B 512 MiB for GEMM1) are far larger than L2, so no
+// rotation is needed.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -62,49 +63,58 @@ __global__ void fill_float(float* p, size_t n, uint32_t seed, float lo, float hi
     p[i] = lo + (hi - lo) * (hash32(i, seed) >> 8) * (1.0f / 16777216.0f);
 }
 
-template <typename T>
-T* dalloc(size_t n) {
-  T* p = nullptr;
-  CK(cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)));
-  return p;
-}
+// Device buffers freed together at the end of the run.
+class DeviceArena {
+ public:
+  DeviceArena() = default;
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+  ~DeviceArena() {
+    for (void* p : ptrs_) cudaFree(p);
+  }
+  template <typename T>
+  T* alloc(size_t n) {
+    T* p = nullptr;
+    CK(cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)));
+    ptrs_.push_back(p);
+    return p;
+  }
 
-struct Timed {
-  i8h_bench::TimingStats time;
-  i8h_tools::CardState card;
+ private:
+  std::vector<void*> ptrs_;
 };
-// `iters` event-timed launches on the legacy stream after `warmup` launches, the card sampled by
-// `monitor` meanwhile.
-Timed time_launches(const std::function<void()>& fn, int warmup, int iters,
-                    i8h_tools::CardMonitor* monitor) {
-  i8h_tools::TimerConfig tc;
-  tc.warmup = warmup;
-  tc.iters = iters;
-  tc.monitor = monitor;
-  Timed t;
-  t.time = i8h_bench::summarize_times(i8h_tools::time_iterations_ms(
-      tc, [&](int) { fn(); }, check));
-  t.card = monitor->last();
-  return t;
-}
+
+// One timed configuration: its launch, and its times and card samples gathered over all rounds.
+struct Case {
+  std::string gemm, kind, tile;
+  int64_t R, N, K;
+  std::function<void()> launch;
+  std::vector<float> ms;
+  std::vector<i8h_tools::CardSample> samples;
+};
 
 struct Row {
   std::string gemm, kind, tile;
   int64_t R, N, K;
-  Timed t;
+  i8h_bench::TimingStats time;
+  i8h_tools::CardState card;
   double ms, tops;  // median
 };
-Row make_row(const char* gemm, const char* kind, std::string tile, int64_t R, int64_t N, int64_t K,
-             const Timed& t) {
-  const double ms = t.time.median_ms;
-  return {gemm, kind, std::move(tile), R, N, K, t, ms, 2.0 * R * N * K / (ms * 1e-3) / 1e12};
+Row make_row(const Case& c, const i8h_tools::CardMonitor& monitor) {
+  Row r{c.gemm,         c.kind, c.tile, c.R, c.N, c.K, i8h_bench::summarize_times(c.ms),
+        monitor.last(), 0,      0};
+  if (monitor.available())
+    r.card = i8h_tools::summarize_card_samples(c.samples, monitor.card_max_mhz());
+  r.ms = r.time.median_ms;
+  r.tops = 2.0 * r.R * r.N * r.K / (r.ms * 1e-3) / 1e12;
+  return r;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t M = 8192, hidden = 2048, inter = 512;
-  int E = 256, top_k = 8, iters = 50, warmup = 10;
+  int E = 256, top_k = 8, iters = 50, warmup = 10, rounds = 5;
   uint32_t seed = 0;
   std::string json, tiles_arg;
   for (int i = 1; i < argc; ++i) {
@@ -130,6 +140,8 @@ int main(int argc, char** argv) {
       iters = std::stoi(next());
     else if (a == "--warmup")
       warmup = std::stoi(next());
+    else if (a == "--rounds")
+      rounds = std::stoi(next());
     else if (a == "--seed")
       seed = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--json")
@@ -140,6 +152,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_gemm: unknown argument %s\n", a.c_str());
       return 1;
     }
+  }
+  if (iters < 1 || warmup < 0 || rounds < 1 || rounds > iters) {
+    std::fprintf(stderr,
+                 "bench_gemm: need --iters >= 1, --warmup >= 0 and 1 <= --rounds <= --iters; "
+                 "got --iters %d --warmup %d --rounds %d\n",
+                 iters, warmup, rounds);
+    return 1;
   }
   // Tiles to time, in enum order: auto always (what the runner picks), then every forced tile,
   // or only those --tiles names.
@@ -187,17 +206,20 @@ int main(int argc, char** argv) {
   }
   std::vector<int64_t> offsets(E + 1, 0);
   for (int e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + counts[e];
-  int64_t* d_off = dalloc<int64_t>(E + 1);
+  DeviceArena mem;
+  int64_t* d_off = mem.alloc<int64_t>(E + 1);
   CK(cudaMemcpy(d_off, offsets.data(), (E + 1) * sizeof(int64_t), cudaMemcpyHostToDevice));
 
   HybridFormat fmt;  // defaults B=128, S=256, q_max=16
-  std::vector<Row> rows;
   cublasHandle_t handle;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
     std::fprintf(stderr, "bench_gemm: cublasCreate failed\n");
     return 1;
   }
 
+  // Every case of both GEMMs first (their operands all live at once: about 2 GiB at the default
+  // shape), then the timing in rounds (below).
+  std::vector<Case> cases;
   struct G {
     const char* name;
     int64_t N, K;
@@ -205,16 +227,16 @@ int main(int argc, char** argv) {
   for (G g : {G{"gemm1", 2 * inter, hidden}, G{"gemm2", hidden, inter}}) {
     const int64_t N = g.N, K = g.K;
     const int64_t nb = num_blocks(K, fmt), ng = num_groups(K, fmt);
-    int8_t* A = dalloc<int8_t>(R * K);
-    int8_t* B = dalloc<int8_t>(int64_t(E) * N * K);
-    int32_t* QA = dalloc<int32_t>(R * nb);
-    int32_t* QB = dalloc<int32_t>(int64_t(E) * N * nb);
-    float* FA = dalloc<float>(R * ng);
-    float* FB = dalloc<float>(int64_t(E) * N * ng);
-    float* SA = dalloc<float>(R);
-    float* SB = dalloc<float>(int64_t(E) * N);
-    uint16_t* C = dalloc<uint16_t>(R * N);
-    int32_t* C32 = dalloc<int32_t>(R * N);
+    int8_t* A = mem.alloc<int8_t>(R * K);
+    int8_t* B = mem.alloc<int8_t>(int64_t(E) * N * K);
+    int32_t* QA = mem.alloc<int32_t>(R * nb);
+    int32_t* QB = mem.alloc<int32_t>(int64_t(E) * N * nb);
+    float* FA = mem.alloc<float>(R * ng);
+    float* FB = mem.alloc<float>(int64_t(E) * N * ng);
+    float* SA = mem.alloc<float>(R);
+    float* SB = mem.alloc<float>(int64_t(E) * N);
+    uint16_t* C = mem.alloc<uint16_t>(R * N);
+    int32_t* C32 = mem.alloc<int32_t>(R * N);
     fill_int8<<<1024, 256>>>(A, R * K, seed + 1);
     fill_int8<<<1024, 256>>>(B, size_t(E) * N * K, seed + 2);
     fill_int32<<<1024, 256>>>(QA, R * nb, seed + 3, 1, fmt.q_max);
@@ -224,9 +246,16 @@ int main(int argc, char** argv) {
     fill_float<<<1024, 256>>>(SA, R, seed + 7, 1e-3f, 2e-3f);
     fill_float<<<1024, 256>>>(SB, size_t(E) * N, seed + 8, 1e-3f, 2e-3f);
     CK(cudaGetLastError());
-    void* ws = dalloc<uint8_t>(grouped_gemm_workspace_size(E));
     const size_t ws_bytes = grouped_gemm_workspace_size(E);
+    void* ws = mem.alloc<uint8_t>(ws_bytes);
     const GroupedGemmShape shape{R, N, K, E};
+    auto add_case = [&](const char* kind, std::string tile, std::function<void()> launch) {
+      cases.push_back(Case{g.name, kind, std::move(tile), R, N, K, std::move(launch), {}, {}});
+    };
+    // "auto=<the tile auto chose>" or the forced tile's name.
+    auto tile_label = [](GemmTile asked, GemmTile used) {
+      return std::string(asked == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used);
+    };
 
     for (GemmTile t : tiles) {
       if (is_sm90_tile(t) && !gemm_sm90_available()) continue;
@@ -237,13 +266,9 @@ int main(int argc, char** argv) {
       pa.scale_b = SB;
       pa.expert_offsets = d_off;
       pa.C = C;
-      const Timed pt =
-          time_launches([&] { int8_grouped_gemm(shape, pa, ws, ws_bytes, nullptr, t); }, warmup,
-                        iters, monitor.get());
       const GemmTile used = t == GemmTile::kAuto ? select_gemm_tile(shape, false) : t;
-      rows.push_back(make_row(
-          g.name, "per-token",
-          std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used), R, N, K, pt));
+      add_case("per-token", tile_label(t, used),
+               [=] { int8_grouped_gemm(shape, pa, ws, ws_bytes, nullptr, t); });
       if (t == GemmTile::k128x128 || t == GemmTile::kSm90_128x256) continue;  // per-token only
       HybridGemmArgs ha;
       ha.A = A;
@@ -254,38 +279,47 @@ int main(int argc, char** argv) {
       ha.FB = FB;
       ha.expert_offsets = d_off;
       ha.C = C;
-      const Timed ht =
-          time_launches([&] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); },
-                        warmup, iters, monitor.get());
       const GemmTile used_h =
           t == GemmTile::kAuto ? select_gemm_tile(shape, true, fmt.block_size) : t;
-      rows.push_back(make_row(
-          g.name, "hybrid",
-          std::string(t == GemmTile::kAuto ? "auto=" : "") + gemm_tile_name(used_h), R, N, K, ht));
+      add_case("hybrid", tile_label(t, used_h),
+               [=] { int8_hybrid_grouped_gemm(shape, fmt, ha, ws, ws_bytes, nullptr, t); });
     }
     // cuBLAS dense INT8 at the same total shape: C32[R, N] = A[R, K] * W[N, K]^T, with the
     // first expert's worth of rows of B reused as one N x K matrix (the ceiling for grouped).
-    {
+    add_case("cublas-dense-int8", "-", [=] {
       const int32_t alpha = 1, beta = 0;
-      auto run = [&] {
-        // Column-major view: C^T (N x R) = W (N x K, ld K, transposed) * A^T (K x R, ld K).
-        cublasStatus_t st =
-            cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(R), int(K), &alpha, B,
-                         CUDA_R_8I, int(K), A, CUDA_R_8I, int(K), &beta, C32, CUDA_R_32I, int(N),
-                         CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
-        if (st != CUBLAS_STATUS_SUCCESS) {
-          std::fprintf(stderr, "bench_gemm: cublasGemmEx failed (%d)\n", int(st));
-          std::exit(1);
-        }
-      };
-      rows.push_back(make_row(g.name, "cublas-dense-int8", "-", R, N, K,
-                              time_launches(run, warmup, iters, monitor.get())));
-    }
-    CK(cudaDeviceSynchronize());
-    for (void* p : {(void*)A, (void*)B, (void*)QA, (void*)QB, (void*)FA, (void*)FB, (void*)SA,
-                    (void*)SB, (void*)C, (void*)C32, ws})
-      CK(cudaFree(p));
+      // Column-major: C^T (N x R) = W (N x K, ld K, transposed) * A^T (K x R).
+      const cublasStatus_t st =
+          cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(R), int(K), &alpha, B,
+                       CUDA_R_8I, int(K), A, CUDA_R_8I, int(K), &beta, C32, CUDA_R_32I, int(N),
+                       CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
+      if (st != CUBLAS_STATUS_SUCCESS) {
+        std::fprintf(stderr, "bench_gemm: cublasGemmEx failed (%d)\n", int(st));
+        std::exit(1);
+      }
+    });
   }
+
+  // Rounds: each case takes its share of the iterations in every round, one case after another,
+  // so a clock that drifts over the run (the card reaching its power cap after seconds of
+  // GEMMs) hits every case alike instead of whichever is timed last. Warm-up: `warmup` launches
+  // before a case's first round, 2 before each later one (the previous case ran meanwhile).
+  for (int round = 0; round < rounds; ++round) {
+    for (Case& c : cases) {
+      i8h_tools::TimerConfig tc;
+      tc.warmup = round == 0 ? warmup : std::min(warmup, 2);
+      tc.iters = iters / rounds + (round < iters % rounds ? 1 : 0);
+      tc.monitor = monitor.get();
+      const std::vector<float> ms = i8h_tools::time_iterations_ms(
+          tc, [&](int) { c.launch(); }, check);
+      c.ms.insert(c.ms.end(), ms.begin(), ms.end());
+      const auto& smp = monitor->samples();
+      c.samples.insert(c.samples.end(), smp.begin(), smp.end());
+    }
+  }
+  CK(cudaDeviceSynchronize());
+  std::vector<Row> rows;
+  for (const Case& c : cases) rows.push_back(make_row(c, *monitor));
   cublasDestroy(handle);
 
   std::printf(
@@ -307,23 +341,24 @@ int main(int argc, char** argv) {
       std::snprintf(ratio, sizeof ratio, "%.2fx", r.ms / per_token);
     std::printf("%-6s %-18s %-18s %7lld %7lld %7lld %9.4f %8.3f %8.1f %9.2fx %12s  %-12s %s\n",
                 r.gemm.c_str(), r.kind.c_str(), r.tile.c_str(), (long long)r.R, (long long)r.N,
-                (long long)r.K, r.ms, r.t.time.p90_ms / r.t.time.p10_ms, r.tops, dense / r.ms,
-                ratio, i8h_tools::describe_sm_clock(r.t.card).c_str(),
-                r.t.card.known ? i8h_tools::clock_limit_names(r.t.card.limits).c_str() : "n/a");
+                (long long)r.K, r.ms, r.time.p90_ms / r.time.p10_ms, r.tops, dense / r.ms, ratio,
+                i8h_tools::describe_sm_clock(r.card).c_str(),
+                r.card.known ? i8h_tools::clock_limit_names(r.card.limits).c_str() : "n/a");
   }
-  const i8h_tools::CardState& cs = monitor->last();
-  if (cs.known)
+  if (monitor->available())
     std::printf(
-        "(ms: median of %d launches; SM MHz: median (min) of NVML samples during each timed "
-        "loop, card maximum %u MHz; clock limits: NVML reasons seen, idle dropped)\n",
-        iters, cs.sm_mhz_card_max);
+        "(ms: median of %d launches in %d interleaved rounds; SM MHz: median (min) of NVML samples "
+        "during each case's timed loops, card maximum %u MHz; clock limits: NVML reasons seen, "
+        "idle dropped)\n",
+        iters, rounds, monitor->card_max_mhz());
   else
-    std::printf("(ms: median of %d launches; card clock not sampled: %s)\n", iters,
-                cs.why_unknown.c_str());
+    std::printf(
+        "(ms: median of %d launches in %d interleaved rounds; card clock not sampled: %s)\n", iters,
+        rounds, monitor->last().why_unknown.c_str());
   if (!json.empty()) {
     i8h_bench::JsonWriter j;
     j.begin_object().string("device", prop.name).integer("sm", prop.major * 10 + prop.minor);
-    j.integer("iters", iters).begin_array("rows");
+    j.integer("iters", iters).integer("rounds", rounds).begin_array("rows");
     for (const Row& r : rows) {
       j.begin_object()
           .string("gemm", r.gemm)
@@ -333,10 +368,10 @@ int main(int argc, char** argv) {
           .integer("N", r.N)
           .integer("K", r.K)
           .number("ms", r.ms)
-          .number("p10_ms", r.t.time.p10_ms)
-          .number("p90_ms", r.t.time.p90_ms)
+          .number("p10_ms", r.time.p10_ms)
+          .number("p90_ms", r.time.p90_ms)
           .number("tops", r.tops);
-      i8h_bench::write_card_state(j, "card", r.t.card);
+      i8h_bench::write_card_state(j, "card", r.card);
       j.end_object();
     }
     j.end_array().end_object();

@@ -20,7 +20,6 @@ CardState summarize_card_samples(const std::vector<CardSample>& samples, unsigne
   mhz.reserve(samples.size());
   for (const CardSample& c : samples) {
     mhz.push_back(c.sm_mhz);
-    s.power_w_max = std::max(s.power_w_max, c.power_mw * 1e-3);
     s.limits |= c.reasons & ~kClockLimitGpuIdle;
   }
   std::sort(mhz.begin(), mhz.end());
@@ -76,7 +75,6 @@ struct NvmlApi {
   NvmlReturn (*by_pci)(const char*, NvmlDevice*) = nullptr;
   NvmlReturn (*clock)(NvmlDevice, int, unsigned*) = nullptr;
   NvmlReturn (*max_clock)(NvmlDevice, int, unsigned*) = nullptr;
-  NvmlReturn (*power)(NvmlDevice, unsigned*) = nullptr;
   NvmlReturn (*reasons)(NvmlDevice, unsigned long long*) = nullptr;
 };
 }  // namespace
@@ -101,7 +99,6 @@ struct CardMonitor::Impl {
     CardSample c;
     unsigned long long r = 0;
     if (nvml.clock(dev, kNvmlClockSm, &c.sm_mhz) != 0) c.sm_mhz = 0;
-    if (nvml.power(dev, &c.power_mw) != 0) c.power_mw = 0;
     if (nvml.reasons(dev, &r) == 0) c.reasons = r;
     return c;
   }
@@ -118,8 +115,7 @@ CardMonitor::CardMonitor(const std::string& pci_bus_id, int period_ms) : impl_(n
   bool ok = m.sym(m.nvml.init, "nvmlInit_v2") && m.sym(m.nvml.shutdown, "nvmlShutdown") &&
             m.sym(m.nvml.by_pci, "nvmlDeviceGetHandleByPciBusId_v2") &&
             m.sym(m.nvml.clock, "nvmlDeviceGetClockInfo") &&
-            m.sym(m.nvml.max_clock, "nvmlDeviceGetMaxClockInfo") &&
-            m.sym(m.nvml.power, "nvmlDeviceGetPowerUsage");
+            m.sym(m.nvml.max_clock, "nvmlDeviceGetMaxClockInfo");
   // The reasons call was renamed (CUDA 12.3 drivers); older drivers have only the first name.
   ok = ok && (m.sym(m.nvml.reasons, "nvmlDeviceGetCurrentClocksEventReasons") ||
               m.sym(m.nvml.reasons, "nvmlDeviceGetCurrentClocksThrottleReasons"));
@@ -148,6 +144,14 @@ CardMonitor::~CardMonitor() {
 
 bool CardMonitor::available() const {
   return impl_->dev != nullptr;
+}
+
+const std::vector<CardSample>& CardMonitor::samples() const {
+  return impl_->samples;
+}
+
+unsigned CardMonitor::card_max_mhz() const {
+  return impl_->card_max_mhz;
 }
 
 void CardMonitor::begin() {

@@ -1,5 +1,5 @@
-// The card's state while a timed loop runs: SM clock, board power and NVML's clock-limit reasons,
-// sampled from a host thread. A median alone hides a card that throttled (power cap, thermal)
+// The card's state while a timed loop runs: SM clock and NVML's clock-limit reasons, sampled from
+// a host thread. A median alone hides a card that throttled (power cap, thermal)
 // during the loop, and such a drop moves every ratio measured after it; the benchmarks print
 // this next to each time so a reader can tell a slower kernel from a slower clock.
 //
@@ -23,7 +23,6 @@ inline constexpr uint64_t kClockLimitGpuIdle = 0x1, kClockLimitAppClocks = 0x2,
 
 struct CardSample {
   unsigned sm_mhz = 0;
-  unsigned power_mw = 0;
   uint64_t reasons = 0;
 };
 
@@ -33,7 +32,6 @@ struct CardState {
   int samples = 0;          // samples taken during the loop (0: it ended before the first)
   unsigned sm_mhz_min = 0, sm_mhz_median = 0, sm_mhz_max = 0;
   unsigned sm_mhz_card_max = 0;  // the card's highest SM clock (NVML max clock), 0 if unknown
-  double power_w_max = 0;
   // OR over the samples of the clock-limit reasons, the idle bit dropped: between two launches
   // the card may report itself idle, which says nothing about the timed kernels.
   uint64_t limits = 0;
@@ -60,6 +58,10 @@ class CardMonitor {
   // Stops sampling; returns (and keeps, see last()) the summary of the samples since begin().
   const CardState& end();
   const CardState& last() const { return last_; }
+  // The raw samples of the last begin() .. end() (for summaries over several loops) and the
+  // card's highest SM clock (0 if unknown).
+  const std::vector<CardSample>& samples() const;
+  unsigned card_max_mhz() const;
 
  private:
   struct Impl;

@@ -14,12 +14,11 @@ namespace {
 using namespace i8h_tools;
 
 std::vector<CardSample> random_samples(std::mt19937& rng, int n) {
-  std::uniform_int_distribution<unsigned> mhz(900, 1980), mw(100000, 700000);
+  std::uniform_int_distribution<unsigned> mhz(900, 1980);
   std::uniform_int_distribution<int> bit(0, 8);
   std::vector<CardSample> v(n);
   for (CardSample& c : v) {
     c.sm_mhz = mhz(rng);
-    c.power_mw = mw(rng);
     c.reasons = uint64_t(1) << bit(rng);
   }
   return v;
@@ -31,11 +30,9 @@ TEST(CardMonitor, SummaryMatchesTheSamples) {
     const std::vector<CardSample> v = random_samples(rng, n);
     const CardState s = summarize_card_samples(v, 1980);
     std::vector<unsigned> mhz;
-    double pmax = 0;
     uint64_t all = 0;
     for (const CardSample& c : v) {
       mhz.push_back(c.sm_mhz);
-      pmax = std::max(pmax, c.power_mw / 1000.0);
       all |= c.reasons;
     }
     std::sort(mhz.begin(), mhz.end());
@@ -51,7 +48,6 @@ TEST(CardMonitor, SummaryMatchesTheSamples) {
     EXPECT_GE(2 * below, n);
     EXPECT_GE(2 * above, n);
     EXPECT_NE(std::find(mhz.begin(), mhz.end(), s.sm_mhz_median), mhz.end());
-    EXPECT_DOUBLE_EQ(s.power_w_max, pmax);
     EXPECT_EQ(s.limits, all & ~kClockLimitGpuIdle) << "idle is dropped, every other bit is kept";
     EXPECT_EQ(s.sm_mhz_card_max, 1980u);
   }
@@ -79,7 +75,7 @@ TEST(CardMonitor, LimitNames) {
 TEST(CardMonitor, DescribeClock) {
   CardState s;
   EXPECT_EQ(describe_sm_clock(s), "n/a");  // unknown
-  s = summarize_card_samples({{1755, 0, 0}, {1650, 0, 0}, {1980, 0, 0}}, 1980);
+  s = summarize_card_samples({{1755, 0}, {1650, 0}, {1980, 0}}, 1980);
   EXPECT_EQ(describe_sm_clock(s), "1755 (1650)");
 }
 

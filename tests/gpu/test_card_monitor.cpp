@@ -27,17 +27,19 @@ TEST(CardMonitor, SamplesTheCardDuringATimedLoop) {
   ASSERT_EQ(cudaMalloc(&buf, bytes), cudaSuccess);
   i8h_tools::TimerConfig tc;
   tc.warmup = 5;
-  tc.iters = 100;  // about 20 ms of memsets on an H100: tens of 1 ms samples
+  // About 0.2 s of memsets on an H100: many 1 ms samples even if the sampler's first NVML calls
+  // are slow (100 launches, about 20 ms, once gave a single sample).
+  tc.iters = 1000;
   tc.monitor = monitor.get();
   const std::vector<float> ms = i8h_tools::time_iterations_ms(
       tc, [&](int i) { check_cuda(cudaMemsetAsync(buf, i & 0xFF, bytes), "cudaMemsetAsync"); },
       check_cuda);
   ASSERT_EQ(cudaFree(buf), cudaSuccess);
-  ASSERT_EQ(ms.size(), 100u);
+  ASSERT_EQ(ms.size(), 1000u);
 
   const i8h_tools::CardState& s = monitor->last();
   ASSERT_TRUE(s.known) << s.why_unknown;
-  EXPECT_GE(s.samples, 3);
+  EXPECT_GE(s.samples, 10);
   EXPECT_GT(s.sm_mhz_min, 0u);
   EXPECT_LE(s.sm_mhz_min, s.sm_mhz_median);
   EXPECT_LE(s.sm_mhz_median, s.sm_mhz_max);
