@@ -194,8 +194,8 @@ void int8_grouped_gemm(const GroupedGemmShape& shape, const PerTokenGemmArgs& a,
   p.scale_b = a.scale_b;
   p.scale_a_per_row = a.scale_a_per_row;
   p.scale_b_per_channel = a.scale_b_per_channel;
-  const int64_t max_m_tiles =
-      schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
+  const int64_t max_m_tiles = schedule_tiles(
+      shape, a.expert_offsets, gemm::tile_block_m(t, /*hybrid=*/false), workspace, stream);
   if (is_sm90_tile(t))
     launch_sm90(t, /*hybrid=*/false, a.out_dtype, p, max_m_tiles, stream);
   else
@@ -233,8 +233,8 @@ void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat&
   p.k_tiles_per_block = fmt.block_size / bk;
   p.blocks_per_group = fmt.super_group;
   p.flush_period = static_cast<int>(int32_blocks_per_flush(fmt));
-  const int64_t max_m_tiles =
-      schedule_tiles(shape, a.expert_offsets, gemm::tile_block_m(t), workspace, stream);
+  const int64_t max_m_tiles = schedule_tiles(
+      shape, a.expert_offsets, gemm::tile_block_m(t, /*hybrid=*/true), workspace, stream);
   if (is_sm90_tile(t))
     launch_sm90(t, /*hybrid=*/true, a.out_dtype, p, max_m_tiles, stream);
   else if (a.out_dtype == DType::kBFloat16)

@@ -28,8 +28,10 @@ void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream);
 
-// CTA rows of each tile config (the M-tile size the scheduler counts with).
-inline int tile_block_m(GemmTile t) {
+// Rows of one M-tile of each tile config (what the scheduler counts with). The SM90 hybrid
+// (sm90_128x128, split) computes 64-row tiles, one per consumer warpgroup.
+inline int tile_block_m(GemmTile t, bool hybrid) {
+  if (hybrid && t == GemmTile::kSm90_128x128) return 64;
   return t == GemmTile::k64x64 ? 64 : 128;
 }
 inline int tile_block_n(GemmTile t) {

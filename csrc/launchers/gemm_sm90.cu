@@ -17,11 +17,13 @@ namespace {
 // Per-token 128 x 128: pingpong (each consumer warpgroup owns whole tiles, so one runs its
 // epilogue under the other's wgmmas: -9% GEMM2 on the H100, docs/PERF.md v16), 6 stages of
 // 32 KiB (193 KiB); 7 measured slower. Per-token 128 x 256: 4 stages of 48 KiB (193 KiB); a
-// quarter fewer L2 -> SM bytes per output than 128 x 128 (docs/PERF.md v8). Hybrid: 5 stages of
-// 32 KiB plus two 16.5 KiB block-scale slots (194 KiB); 6 stages measured slower for it (v7).
+// quarter fewer L2 -> SM bytes per output than 128 x 128 (docs/PERF.md v8). Hybrid: split, two
+// independent rings of 3 stages of 24 KiB (64-row A, 128-row B) plus two block-scale slots each
+// (197 KiB in all); it replaced the cooperative 128 x 128 hybrid (5 stages of 32 KiB), which it
+// beats by 2% at the default shape and 8-32% at decode (docs/PERF.md twelfth session).
 using Sm90PerTokenTile = Sm90TileConfig<6, false, 128, 128, 1, /*pingpong=*/true>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-using Sm90HybridTile = Sm90TileConfig<5, true>;
+using Sm90HybridTile = Sm90TileConfig<3, true, 128, 64, 1, false, /*split=*/true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {

@@ -3,9 +3,16 @@
 // file is compiled for 90a only and the dispatcher picks this path on compute capability 9.0.
 //
 // CTA = 1 + kConsumers warpgroups: warpgroup 0 is the producer (one warp issues the TMA loads of A
-// and B and, for the hybrid scheme, cp.async loads of the block scales). Two consumer layouts:
-// - cooperative (hybrid 128 x 128, per-token 128 x 256): the two consumers each own a
-//   64 x kWgTileN part of every BM x BN output tile, stacked along M;
+// and B and, for the hybrid scheme, cp.async loads of the block scales). Three consumer layouts:
+// - cooperative (per-token 128 x 256): the two consumers each own a 64 x kWgTileN part of every
+//   BM x BN output tile, stacked along M;
+// - split (hybrid, tile name sm90_128x128): two independent halves of the CTA. Producer warp r
+//   and consumer warpgroup r own stage ring r (3 stages of a 64-row A and a 128-row B tile, and
+//   their own scale slots); warpgroup r computes whole 64 x 128 tiles r, r + 2, ... of the CTA's
+//   sequence. Nothing couples the warpgroups, and an expert's rows are covered by 64-row tiles:
+//   at decode (few rows per expert) both warpgroups work on their own tiles where the shared
+//   128-row tile left one idle: -8% / -32% on GEMM1 / GEMM2 at M = 64, -2% at the default shape
+//   (H100, docs/PERF.md twelfth session);
 // - pingpong (per-token 128 x 128): each consumer owns whole tiles, taking every other tile of
 //   the CTA; two named barriers order their main loops, so one warpgroup's epilogue runs under
 //   the other's wgmmas instead of leaving the tensor core idle: -9% on GEMM2's short K
@@ -53,13 +60,19 @@ namespace int8_hybrid_moe::gemm {
 
 // CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
 // 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
-// Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn
-// (see the file comment).
+// Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn.
+// Split (hybrid only, BM = 64): two consumer warpgroups, each with its own producer warp and
+// stage ring, owning whole 64 x BN tiles (see the file comment).
 template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
-          bool kPingpong_ = false>
+          bool kPingpong_ = false, bool kSplit_ = false>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
   static constexpr bool kPingpong = kPingpong_;
+  // Split (hybrid): two independent halves, each a producer warp and a consumer warpgroup owning
+  // whole 64-row tiles and its own stage ring (see the file comment).
+  static constexpr bool kSplit = kSplit_;
+  static constexpr int kRings = kSplit ? 2 : 1;
+  static_assert(!kSplit || (kHybrid_ && BM == 64 && !kPingpong), "split: hybrid 64-row tiles");
   // Consumer warpgroups along M and N sharing one tile (pingpong: one, the whole tile).
   static constexpr int kWgM = kPingpong ? 1 : BM / 64, kWgN = kPingpong ? 1 : WgN_;
   static constexpr int kWgTileN = BN / kWgN;  // columns of one warpgroup's tile
@@ -72,13 +85,15 @@ struct Sm90TileConfig {
       !kPingpong || (!kHybrid_ && BM == 128 && BN <= 128),
       "pingpong: per-token, 128 rows (two wgmma M halves), accumulators <= 128 registers");
   static constexpr bool kHybrid = kHybrid_;
-  static constexpr int kConsumers = kPingpong ? 2 : kWgM * kWgN;
+  static constexpr int kConsumers = kPingpong || kSplit ? 2 : kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
   // Registers: setmaxnreg only moves registers inside the CTA's launch allocation (kLaunchRegs
   // per thread, from __launch_bounds__(kThreads, 1): 168 with three warpgroups), so the consumers
   // get what the producer frees, in the multiples of 8 that setmaxnreg takes: 232 each with two
   // consumer warpgroups and a 40-register producer, 152 with three. Asking for more than the
-  // pool holds makes the consumers' allocation spin forever (a hang, not an error).
+  // pool holds makes the consumers' allocation spin forever (a hang, not an error). The split
+  // hybrid's two producer warps spill a few words at 40 (36 bytes of stores in their loop); 48
+  // would leave the consumers 224 and was not measured.
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs =
@@ -107,7 +122,7 @@ struct Sm90TileConfig {
   static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
   static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
 
-  struct Storage {
+  struct Ring {
     alignas(1024) int8_t A[Stages][BM * BK];
     alignas(1024) int8_t B[Stages][BN * BK];
     // Hybrid: qa[slot][j][row] = QA of block (chunk start + j); fa/fb by super group of the chunk.
@@ -121,6 +136,9 @@ struct Sm90TileConfig {
     uint64_t empty[Stages];
     uint64_t scale_full[kScaleSlots];
     uint64_t scale_empty[kScaleSlots];
+  };
+  struct Storage {
+    Ring ring[kRings];
   };
   // +1 KiB: the dynamic shared memory base is rounded up to the 1024-byte swizzle period.
   static constexpr int kSmemBytes = static_cast<int>(sizeof(Storage)) + 1024;
@@ -165,9 +183,8 @@ struct PipeState {
 // run of blocks is contiguous in QA [R, nb], so a warp reads 4 runs of 32 bytes. Rows past the
 // expert or R, blocks past nb and groups past the chunk read as zero (never used).
 template <class Cfg>
-__device__ __forceinline__ void load_scale_chunk(typename Cfg::Storage& S,
-                                                 const GroupedGemmParams& p, const TileCoord& tc,
-                                                 int slot, int b0, int lane) {
+__device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const GroupedGemmParams& p,
+                                                 const TileCoord& tc, int slot, int b0, int lane) {
   constexpr int CB = Cfg::kScaleBlocks;
   static_assert(CB == 8, "lane -> (row, block) mapping below assumes 8 blocks per chunk");
   const int nblk = min(CB, p.nb - b0);
@@ -228,7 +245,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // through an integer), so the compiler still knows it is shared memory and emits LDS, not LD.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t smem_pad = (1024u - (cute::cast_smem_ptr_to_uint(smem_raw) & 1023u)) & 1023u;
-  auto& S = *reinterpret_cast<typename Cfg::Storage*>(smem_raw + smem_pad);
+  auto& St = *reinterpret_cast<typename Cfg::Storage*>(smem_raw + smem_pad);
   const int* tile_offsets = p.tile_offsets;
   if (P.tile_table_in_smem) {
     int* table = reinterpret_cast<int*>(smem_raw + smem_pad + sizeof(typename Cfg::Storage));
@@ -243,14 +260,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp = static_cast<int>(threadIdx.x) / 32 % 4;  // inside the warpgroup
   const int lane = static_cast<int>(threadIdx.x) % 32;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < Stages; ++s) {
-      TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
-      // Pingpong: one warpgroup consumes each stage.
-      Barrier::init(&S.empty[s], Cfg::kPingpong ? 4 : kConsumerWarps);
-    }
-    for (int s = 0; s < Cfg::kScaleSlots; ++s) {
-      Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
-      Barrier::init(&S.scale_empty[s], kConsumerWarps);
+    // Split: each ring has one consumer warpgroup.
+    constexpr int kRingConsumerWarps = Cfg::kSplit ? 4 : kConsumerWarps;
+    for (int r = 0; r < Cfg::kRings; ++r) {
+      auto& S = St.ring[r];
+      for (int s = 0; s < Stages; ++s) {
+        TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
+        // Pingpong: one warpgroup consumes each stage.
+        Barrier::init(&S.empty[s], Cfg::kPingpong ? 4 : kRingConsumerWarps);
+      }
+      for (int s = 0; s < Cfg::kScaleSlots; ++s) {
+        Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
+        Barrier::init(&S.scale_empty[s], kRingConsumerWarps);
+      }
     }
     cutlass::arch::fence_barrier_init();
     // The descriptors live in kernel parameter space; fetch them before the first TMA needs them.
@@ -268,11 +290,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-    if (warp != 0) return;
+    if (Cfg::kRings == 1 ? warp != 0 : warp >= Cfg::kRings) return;
+    // Split: producer warp r fills ring r with the tiles of consumer warpgroup r.
+    const int ring = Cfg::kRings == 1 ? 0 : warp;
+    auto& S = St.ring[ring];
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+    for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
       for (int kt = 0; kt < k_tiles; ++kt) {
@@ -308,8 +333,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // ------------------------------------------------------------------ consumer warpgroups
   cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
   const int ct = static_cast<int>(threadIdx.x) - 128;  // 0..255
+  const int ring = Cfg::kRings == 1 ? 0 : warp_group - 1;
+  auto& S = St.ring[ring];
   typename Cfg::TiledMma mma;
-  auto thr = mma.get_thread_slice(Cfg::kPingpong ? ct % 128 : ct);
+  auto thr = mma.get_thread_slice(Cfg::kPingpong || Cfg::kSplit ? ct % 128 : ct);
   Tensor sA = make_tensor(make_smem_ptr(&S.A[0][0]), typename Cfg::SmemLayoutA{});
   Tensor sB = make_tensor(make_smem_ptr(&S.B[0][0]), typename Cfg::SmemLayoutB{});
   Tensor tCrA = thr.make_fragment_A(thr.partition_A(sA));  // (MMA, 1, BK/32, Stages) descriptors
@@ -323,8 +350,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
   // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
   // warp_group, so a `% kWgM` there would cost instructions and registers).
-  const int wg_row0 = !Cfg::kPingpong && Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
-  const int wg_col0 = !Cfg::kPingpong && Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
+  constexpr bool kShared = !Cfg::kPingpong && !Cfg::kSplit;  // warpgroups share each tile
+  const int wg_row0 = kShared && Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
+  const int wg_col0 = kShared && Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
   const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
   const int c_base = wg_col0 + 2 * (lane % 4);
 
@@ -463,7 +491,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
-    for (int t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+    for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       TileCoord tc;
       if constexpr (kHybrid) {
         tc = tile_at(t);
