@@ -134,6 +134,10 @@ CardMonitor::CardMonitor(const std::string& pci_bus_id, int period_ms) : impl_(n
     return;
   }
   if (m.nvml.max_clock(m.dev, kNvmlClockSm, &m.card_max_mhz) != 0) m.card_max_mhz = 0;
+  // The first queries after nvmlInit can block for seconds (a timed loop started right after
+  // construction got a single sample, its sampler stuck in that first query): take one here, so
+  // the wait falls on construction and not on the first timed loop.
+  (void)m.sample();
 }
 
 CardMonitor::~CardMonitor() {

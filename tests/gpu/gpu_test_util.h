@@ -1,9 +1,12 @@
-// Shared helpers of the GPU tests: skip when no GPU, RAII device buffers, poisoning, random data.
+// Shared helpers of the GPU tests: skip when no GPU, RAII device buffers, poisoning, random data,
+// the GEMM outputs' tolerance.
 #pragma once
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -97,6 +100,40 @@ inline std::vector<uint16_t> random_act(size_t n, int_fast64_t seed, int8_hybrid
   std::vector<uint16_t> h(n);
   for (auto& v : h) v = int8_hybrid_moe::ref::from_float(dist(rng), dtype);
   return h;
+}
+
+// One ulp of the output dtype at |v| (fp16: at least the smallest normal's).
+inline double ulp_of(double v, int8_hybrid_moe::DType t) {
+  const bool bf16 = t == int8_hybrid_moe::DType::kBFloat16;
+  const double a = std::max(std::fabs(v), bf16 ? 1e-30 : 6.1e-5);
+  return std::ldexp(1.0, static_cast<int>(std::floor(std::log2(a))) - (bf16 ? 7 : 10));
+}
+
+// Magnitude bound of the hybrid contract for output (row r of a, channel n of w): sum |terms|.
+inline double hybrid_magnitude(const int8_hybrid_moe::ref::HybridTensor& a, int64_t r,
+                               const int8_hybrid_moe::ref::HybridTensor& w, int64_t n,
+                               const int8_hybrid_moe::HybridFormat& f) {
+  double total = 0;
+  for (int64_t b = 0; b < a.nb; ++b) {
+    int64_t s = 0;
+    const int64_t k1 = std::min<int64_t>((b + 1) * f.block_size, a.K);
+    for (int64_t k = b * f.block_size; k < k1; ++k)
+      s += int64_t(a.q[r * a.K + k]) * w.q[n * w.K + k];
+    const int64_t g = b / f.super_group;
+    total += std::fabs(double(a.F[r * a.ng + g]) * w.F[n * w.ng + g]) * double(a.Q[r * a.nb + b]) *
+             w.Q[n * w.nb + b] * std::fabs(double(s));
+  }
+  return total;
+}
+
+// Allowed |gpu - ref| of a hybrid GEMM output against the float64 reference: the one final
+// rounding (1 ulp of the output dtype at |ref|) plus 1e-6 of the magnitude bound, for the fp32
+// sums of the per-group terms in the kernel's order. The second part is relative to the terms,
+// not the result: an output that cancels to 2e-7 of its terms (seen on the device: 76 of terms,
+// result -1.4e-5) is off by several of its own ulps and still right; any indexing or scale error
+// is O(magnitude).
+inline double hybrid_tolerance(double ref, int8_hybrid_moe::DType out, double magnitude) {
+  return ulp_of(ref, out) + 1e-6 * magnitude;
 }
 
 }  // namespace i8h_test

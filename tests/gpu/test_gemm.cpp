@@ -18,12 +18,6 @@ namespace {
 using namespace int8_hybrid_moe;
 using i8h_test::DeviceBuffer;
 
-double ulp_of(double v, DType t) {
-  const int mant = t == DType::kBFloat16 ? 7 : 10;
-  const double a = std::max(std::fabs(v), t == DType::kBFloat16 ? 1e-30 : 6.1e-5);
-  return std::ldexp(1.0, static_cast<int>(std::floor(std::log2(a))) - mant);
-}
-
 struct GroupedProblem {
   std::vector<int64_t> rows_per_expert;
   int64_t N = 0, K = 0;
@@ -94,22 +88,6 @@ ref::HybridTensor slice_rows(const ref::HybridTensor& t, int64_t r0, int64_t n) 
   s.Q.assign(t.Q.begin() + r0 * t.nb, t.Q.begin() + (r0 + n) * t.nb);
   s.F.assign(t.F.begin() + r0 * t.ng, t.F.begin() + (r0 + n) * t.ng);
   return s;
-}
-
-// Magnitude bound of the hybrid contract for one (row, channel): sum |terms|.
-double hybrid_magnitude(const ref::HybridTensor& a, int64_t r, const ref::HybridTensor& w,
-                        int64_t n, const HybridFormat& f) {
-  double total = 0;
-  for (int64_t b = 0; b < a.nb; ++b) {
-    int64_t s = 0;
-    const int64_t k1 = std::min<int64_t>((b + 1) * f.block_size, a.K);
-    for (int64_t k = b * f.block_size; k < k1; ++k)
-      s += int64_t(a.q[r * a.K + k]) * w.q[n * w.K + k];
-    const int64_t g = b / f.super_group;
-    total += std::fabs(double(a.F[r * a.ng + g]) * w.F[n * w.ng + g]) * double(a.Q[r * a.nb + b]) *
-             w.Q[n * w.nb + b] * std::fabs(double(s));
-  }
-  return total;
 }
 
 std::vector<float> random_values(size_t n, uint64_t seed, DType dt, float stddev) {
@@ -202,7 +180,8 @@ void run_hybrid_case_once(const HybridCase& c) {
     for (int64_t n = 0; n < N; ++n) {
       const double ref_v = expect[n];
       const double got = ref::to_float(C[r * N + n], c.out);
-      const double tol = ulp_of(ref_v, c.out) + 1e-6 * hybrid_magnitude(ar, 0, we, n, c.fmt);
+      const double tol =
+          i8h_test::hybrid_tolerance(ref_v, c.out, i8h_test::hybrid_magnitude(ar, 0, we, n, c.fmt));
       if (!(std::fabs(got - ref_v) <= tol)) {
         if (++bad <= 5)
           ADD_FAILURE() << "row " << r << " (expert " << e << ") col " << n << ": got " << got
@@ -435,7 +414,7 @@ void run_per_token_case_once(const PerTokenCase& c) {
       const double ref_v = expect[n];
       const double got = ref::to_float(C[r * N + n], c.out);
       // int32 dot exact; fp32 scaling adds ~2 roundings.
-      const double tol = ulp_of(ref_v, c.out) + 4e-7 * std::fabs(ref_v);
+      const double tol = i8h_test::ulp_of(ref_v, c.out) + 4e-7 * std::fabs(ref_v);
       if (!(std::fabs(got - ref_v) <= tol)) {
         if (++bad <= 5)
           ADD_FAILURE() << "row " << r << " col " << n << ": got " << got << " expected " << ref_v;

@@ -1,14 +1,23 @@
 // GPU test of the benchmarks' card monitor (tools/card_monitor.h): on a machine with a GPU, NVML
-// must see the card, and a timed loop must come back with samples of a running clock.
+// must see the card, and a timed loop of kernels must come back with samples of a running clock.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "cuda_timer.h"
 #include "gpu/gpu_test_util.h"
 
 namespace {
+
+// Busy work: the benchmarks time kernels, so the test samples during kernels too.
+__global__ void overwrite(uint32_t* p, size_t n, uint32_t salt) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    p[i] = static_cast<uint32_t>(i) ^ salt;
+}
 
 void check_cuda(cudaError_t e, const char* what) {
   ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
@@ -22,20 +31,26 @@ TEST(CardMonitor, SamplesTheCardDuringATimedLoop) {
   // The driver ships NVML wherever it runs a GPU: a missing one is a failure here, not a skip.
   ASSERT_TRUE(monitor->available()) << monitor->end().why_unknown;
 
-  const size_t bytes = size_t(512) << 20;
-  void* buf = nullptr;
-  ASSERT_EQ(cudaMalloc(&buf, bytes), cudaSuccess);
+  const size_t n = size_t(128) << 20;  // 512 MiB of uint32
+  uint32_t* buf = nullptr;
+  ASSERT_EQ(cudaMalloc(&buf, n * sizeof(uint32_t)), cudaSuccess);
   i8h_tools::TimerConfig tc;
   tc.warmup = 5;
-  // About 0.2 s of memsets on an H100: many 1 ms samples even if the sampler's first NVML calls
-  // are slow (100 launches, about 20 ms, once gave a single sample).
+  // About 0.2 s of kernels on an H100 (each about 0.2 ms): hundreds of 1 ms samples expected.
   tc.iters = 1000;
   tc.monitor = monitor.get();
   const std::vector<float> ms = i8h_tools::time_iterations_ms(
-      tc, [&](int i) { check_cuda(cudaMemsetAsync(buf, i & 0xFF, bytes), "cudaMemsetAsync"); },
+      tc,
+      [&](int i) {
+        overwrite<<<1024, 256>>>(buf, n, static_cast<uint32_t>(i));
+        check_cuda(cudaGetLastError(), "overwrite");
+      },
       check_cuda);
   ASSERT_EQ(cudaFree(buf), cudaSuccess);
   ASSERT_EQ(ms.size(), 1000u);
+  double total_ms = 0;
+  for (float t : ms) total_ms += t;
+  SCOPED_TRACE("timed loop " + std::to_string(total_ms) + " ms");
 
   const i8h_tools::CardState& s = monitor->last();
   ASSERT_TRUE(s.known) << s.why_unknown;
