@@ -376,7 +376,8 @@ int main(int argc, char** argv) {
     }
     j.end_array().end_object();
     FILE* f = std::fopen(json.c_str(), "w");
-    if (!f || std::fprintf(f, "%s\n", j.str().c_str()) < 0 || std::fclose(f) != 0) {
+    const bool written = f && std::fprintf(f, "%s\n", j.str().c_str()) >= 0;
+    if (!(f && std::fclose(f) == 0 && written)) {
       std::fprintf(stderr, "bench_gemm: cannot write %s\n", json.c_str());
       return 1;
     }
