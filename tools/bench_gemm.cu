@@ -98,15 +98,14 @@ struct Row {
   int64_t R, N, K;
   i8h_bench::TimingStats time;
   i8h_tools::CardState card;
-  double ms, tops;  // median
+  double tops = 0;  // at the median time
+  double ms() const { return time.median_ms; }
 };
 Row make_row(const Case& c, const i8h_tools::CardMonitor& monitor) {
-  Row r{c.gemm,         c.kind, c.tile, c.R, c.N, c.K, i8h_bench::summarize_times(c.ms),
-        monitor.last(), 0,      0};
+  Row r{c.gemm, c.kind, c.tile, c.R, c.N, c.K, i8h_bench::summarize_times(c.ms), monitor.last()};
   if (monitor.available())
     r.card = i8h_tools::summarize_card_samples(c.samples, monitor.card_max_mhz());
-  r.ms = r.time.median_ms;
-  r.tops = 2.0 * r.R * r.N * r.K / (r.ms * 1e-3) / 1e12;
+  r.tops = 2.0 * r.R * r.N * r.K / (r.ms() * 1e-3) / 1e12;
   return r;
 }
 
@@ -333,16 +332,16 @@ int main(int argc, char** argv) {
   for (const Row& r : rows) {
     double dense = 0, per_token = 0;  // baselines of the same GEMM (per-token: same tile)
     for (const Row& q : rows) {
-      if (q.gemm == r.gemm && q.kind == "cublas-dense-int8") dense = q.ms;
-      if (q.gemm == r.gemm && q.kind == "per-token" && q.tile == r.tile) per_token = q.ms;
+      if (q.gemm == r.gemm && q.kind == "cublas-dense-int8") dense = q.ms();
+      if (q.gemm == r.gemm && q.kind == "per-token" && q.tile == r.tile) per_token = q.ms();
     }
     char ratio[16] = "";
     if (r.kind == "hybrid" && per_token > 0)
-      std::snprintf(ratio, sizeof ratio, "%.2fx", r.ms / per_token);
+      std::snprintf(ratio, sizeof ratio, "%.2fx", r.ms() / per_token);
     std::printf("%-6s %-18s %-18s %7lld %7lld %7lld %9.4f %8.3f %8.1f %9.2fx %12s  %-12s %s\n",
                 r.gemm.c_str(), r.kind.c_str(), r.tile.c_str(), (long long)r.R, (long long)r.N,
-                (long long)r.K, r.ms, r.time.p90_ms / r.time.p10_ms, r.tops, dense / r.ms, ratio,
-                i8h_tools::describe_sm_clock(r.card).c_str(),
+                (long long)r.K, r.ms(), r.time.p90_ms / r.time.p10_ms, r.tops, dense / r.ms(),
+                ratio, i8h_tools::describe_sm_clock(r.card).c_str(),
                 r.card.known ? i8h_tools::clock_limit_names(r.card.limits).c_str() : "n/a");
   }
   if (monitor->available())
@@ -367,7 +366,7 @@ int main(int argc, char** argv) {
           .integer("R", r.R)
           .integer("N", r.N)
           .integer("K", r.K)
-          .number("ms", r.ms)
+          .number("ms", r.ms())
           .number("p10_ms", r.time.p10_ms)
           .number("p90_ms", r.time.p90_ms)
           .number("tops", r.tops);
