@@ -22,6 +22,11 @@
 //   both1     no turns, one block: issue, wait, rescale (the hybrid kernel's per-block sequence)
 //   both1 sync, both2 sync   both1 / both2 with the two warpgroups synchronized at every
 //             iteration (2 warpgroups only): no drift between them, the tightest stage coupling
+//   mma n64x2 the block as two 64 x 64 halves (8 x wgmma m64n64k32, the halves interleaved: two
+//             independent accumulator chains from one warpgroup, same 64 registers), wait 0
+//   iturns    (2 warpgroups) turns handed over right after the issue, not after the wait: the
+//             other warpgroup's wgmmas queue behind this one's while this one drains and rescales
+//   iturns n64x2   the same with the block issued as two interleaved 64 x 64 halves
 // The multi-block modes report cycles per block (an iteration's cycles / its blocks).
 // If the integer work overlaps the tensor core, mma+int takes about max(mma, int) cycles; if it
 // serializes, about mma + int. (Two batches in flight with the rescale between them is the
@@ -44,7 +49,7 @@
 
 namespace {
 
-// The modes from kTurns1 on are the schedule modes (one loop in the kernel below, `>= kTurns1`).
+// The modes kTurns1 .. kIturns64 are the schedule modes (one loop in the kernel below).
 enum Mode : int {
   kMma,
   kMma2,
@@ -60,14 +65,18 @@ enum Mode : int {
   kBoth1,
   kBoth1Sync,
   kBoth2Sync,
+  kIturns,
+  kIturns64,
+  kMma64,
   kModes
 };
 const char* const kModeNames[kModes] = {"mma",    "mma2",      "int",        "fp",        "mma+int",
                                         "mma+fp", "split int", "split fp",   "turns1",    "turns2",
-                                        "both2",  "both1",     "both1 sync", "both2 sync"};
+                                        "both2",  "both1",     "both1 sync", "both2 sync",
+                                        "iturns", "iturns n64x2", "mma n64x2"};
 constexpr bool two_warpgroups_only(int m) {
   return m == kSplitInt || m == kSplitFp || m == kTurns1 || m == kTurns2 || m == kBoth1Sync ||
-         m == kBoth2Sync;
+         m == kBoth2Sync || m == kIturns || m == kIturns64;
 }
 constexpr int blocks_per_iteration(int m) {
   return m == kTurns2 || m == kBoth2 || m == kBoth2Sync ? 2 : 1;
@@ -109,9 +118,19 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   Tensor acc_i = make_tensor_like(acc);
   Tensor acc_f = make_tensor_like<float>(acc);
   constexpr int kV = decltype(size(acc))::value;
+  // The same block as two 64 x 64 halves: accumulator (32 values, 1, 2), value v at the column
+  // the 64 x 128 layout gives it (the second half's values start at 32 = column 64).
+  auto mma64 = make_tiled_mma(SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN{});
+  auto thr64 = mma64.get_thread_slice(t);
+  Tensor tA64 = thr64.make_fragment_A(thr64.partition_A(sA));  // (MMA, 1, 4)
+  Tensor tB64 = thr64.make_fragment_B(thr64.partition_B(sB));  // (MMA, 2, 4)
+  Tensor acc64 = partition_fragment_C(mma64, Shape<Int<64>, Int<128>>{});
+  static_assert(decltype(size(acc64))::value == kV, "same registers as one 64 x 128 block");
+  constexpr bool kSchedule = kMode >= kTurns1 && kMode <= kIturns64;
   // Two-batch modes write both accumulators by wgmma only (no other writes: ptxas would
   // otherwise serialize the wgmmas, C7514); the others start from thread-dependent values.
   constexpr bool kTwoBatches = kMode == kMma2 || kMode >= kTurns1;
+  constexpr bool kHalves64 = kMode == kMma64 || kMode == kIturns64;  // acc64 written by wgmma
   for (int v = 0; v < kV; ++v) {
     if constexpr (!kTwoBatches) {
       acc(v) = v + t;
@@ -134,6 +153,21 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     for (int k = 0; k < 4; ++k) {
       mma.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
       cute::gemm(mma, tA(_, _, k), tB(_, _, k), d);
+    }
+    warpgroup_commit_batch();
+  };
+  auto issue64 = [&]() __attribute__((always_inline)) {
+    while (*ready == 0) {
+    }
+    warpgroup_fence_operand(acc64);
+    warpgroup_arrive();
+    CUTE_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      CUTE_UNROLL
+      for (int n = 0; n < 2; ++n) {
+        mma64.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma64, tA64(_, 0, k), tB64(_, n, k), acc64(_, 0, n));
+      }
     }
     warpgroup_commit_batch();
   };
@@ -174,7 +208,33 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     }
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc);
-  } else if constexpr (kMode >= kTurns1) {
+  } else if constexpr (kMode == kMma64) {
+    for (int it = 0; it < iters; ++it) {
+      issue64();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc64);
+    }
+  } else if constexpr (kMode == kIturns || kMode == kIturns64) {
+    // Warpgroup w waits on named barrier 1 + w for its turn and hands the turn over as soon as
+    // its wgmmas are issued. Every wait pairs with one signal (none left over at exit).
+    const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
+    for (int it = 0; it < iters; ++it) {
+      if (it > 0 || wg == 1) cutlass::arch::NamedBarrier::sync(256, 1 + wg);
+      if constexpr (kMode == kIturns64)
+        issue64();
+      else
+        issue(acc);
+      if (wg == 0 || it + 1 < iters) cutlass::arch::NamedBarrier::arrive(256, 2 - wg);
+      warpgroup_wait<0>();
+      if constexpr (kMode == kIturns64) {
+        warpgroup_fence_operand(acc64);
+        int_work(acc64, it);
+      } else {
+        warpgroup_fence_operand(acc);
+        int_work(acc, it);
+      }
+    }
+  } else if constexpr (kSchedule) {
     constexpr bool kTurns = kMode == kTurns1 || kMode == kTurns2;
     constexpr bool kTwo = blocks_per_iteration(kMode) == 2;
     // Warpgroup w waits on named barrier 1 + w for its turn; the other signals it after its
@@ -238,6 +298,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   for (int v = 0; v < kV; ++v) {
     s += acc_i(v) + __float_as_int(acc_f(v));
     s += acc(v) + acc2(v);
+    if constexpr (kHalves64) s += acc64(v);
   }
   sink[blockIdx.x * blockDim.x + threadIdx.x] = s;
   if (t == 0)
