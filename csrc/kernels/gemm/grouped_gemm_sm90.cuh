@@ -95,7 +95,11 @@ struct Sm90TileConfig {
   // hybrid's two producer warps spill a few words at 40 (36 bytes of stores in their loop); 48
   // would leave the consumers 224 and was not measured.
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
+#ifdef I8H_EXP_P48
+  static constexpr int kProducerRegs = kSplit ? 48 : 40;
+#else
   static constexpr int kProducerRegs = 40;
+#endif
   static constexpr int kConsumerRegs =
       (kLaunchRegs * kThreads - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kLaunchRegs * kThreads,
