@@ -70,10 +70,10 @@ enum Mode : int {
   kMma64,
   kModes
 };
-const char* const kModeNames[kModes] = {"mma",    "mma2",      "int",        "fp",        "mma+int",
-                                        "mma+fp", "split int", "split fp",   "turns1",    "turns2",
-                                        "both2",  "both1",     "both1 sync", "both2 sync",
-                                        "iturns", "iturns n64x2", "mma n64x2"};
+const char* const kModeNames[kModes] = {
+    "mma",        "mma2",       "int",    "fp",           "mma+int",  "mma+fp",
+    "split int",  "split fp",   "turns1", "turns2",       "both2",    "both1",
+    "both1 sync", "both2 sync", "iturns", "iturns n64x2", "mma n64x2"};
 constexpr bool two_warpgroups_only(int m) {
   return m == kSplitInt || m == kSplitFp || m == kTurns1 || m == kTurns2 || m == kBoth1Sync ||
          m == kBoth2Sync || m == kIturns || m == kIturns64;

@@ -35,7 +35,9 @@
 // kScaleBlocks blocks at a time (one contiguous run of QA/QB per row, coalesced) into one of two
 // scale slots, transposed to block-major so the consumers read them without bank conflicts.
 // The two consumer warpgroups issue their wgmmas independently: making them take turns (named
-// barriers) so that one rescales under the other's wgmmas measured 2% slower (docs/PERF.md v12).
+// barriers) so that one rescales under the other's wgmmas measured 2% slower (docs/PERF.md v12),
+// and 4-5% slower in the split kernel, 6-9% with each block as two 64 x 64 wgmma chains
+// (thirteenth session).
 // (Double-buffering the block accumulator within a warpgroup, with the fp32 accumulator moved to
 // shared memory to make room, measured slower: docs/PERF.md v6.)
 //
@@ -92,31 +94,18 @@ struct Sm90TileConfig {
   // get what the producer frees, in the multiples of 8 that setmaxnreg takes: 232 each with two
   // consumer warpgroups and a 40-register producer, 152 with three. Asking for more than the
   // pool holds makes the consumers' allocation spin forever (a hang, not an error). The split
-  // hybrid's two producer warps spill a few words at 40 (36 bytes of stores in their loop); 48
-  // would leave the consumers 224 and was not measured.
+  // hybrid's producer warps get 48 (at 40 their loop spilled 36 bytes of stores; at 48, 8), which
+  // leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
+  // (H100, docs/PERF.md thirteenth session).
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
-#ifdef I8H_EXP_P48
   static constexpr int kProducerRegs = kSplit ? 48 : 40;
-#else
-  static constexpr int kProducerRegs = 40;
-#endif
   static constexpr int kConsumerRegs =
       (kLaunchRegs * kThreads - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kLaunchRegs * kThreads,
                 "setmaxnreg: the warpgroups' registers exceed the CTA's launch allocation");
-#ifdef I8H_EXP_N64
-  static constexpr int kAtomN = kSplit ? 64 : kWgTileN;
-#else
-  static constexpr int kAtomN = kWgTileN;
-#endif
-#ifdef I8H_EXP_TURNS
-  static constexpr bool kTurns = kSplit;
-#else
-  static constexpr bool kTurns = false;
-#endif
   using MmaAtom = std::conditional_t<
-      kAtomN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
-      std::conditional_t<kAtomN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
+      kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
+      std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
                          cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN>>;
   // Consumer warpgroup w takes the w-th 64 x kWgTileN tile along its axis (pingpong: one
   // warpgroup's atom repeated over the BM / 64 halves of the tile).
@@ -360,7 +349,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kKSteps = BK / 32;
   constexpr int kHalves = Cfg::kPingpong ? BM / 64 : 1;  // wgmma M halves of one warpgroup
   static_assert(kV == Cfg::kWgTileN / 2 * kHalves, "64 x kWgTileN wgmma accumulators");
-  constexpr int kAtomsN = decltype(size<2>(acc))::value;  // wgmma N tiles of a warpgroup tile
   // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
   // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
@@ -388,11 +376,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int k = 0; k < kKSteps; ++k) {
       CUTE_UNROLL
       for (int m = 0; m < decltype(halves)::value; ++m) {
-        CUTE_UNROLL
-        for (int n = 0; n < kAtomsN; ++n) {
-          mma.accumulate_ = zero && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-          cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, n, k, stage), acc(_, m, n));
-        }
+        mma.accumulate_ = zero && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, 0, k, stage), acc(_, m, 0));
       }
     }
     warpgroup_commit_batch();
@@ -509,28 +494,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
-    // Turns (split): the warpgroups issue their blocks' wgmmas alternately, each handing the turn
-    // over right after its issue. Warpgroup w's i-th block waits for the other's issue of block
-    // i - 1 + w and signals the other's block i + w; blocks counted over all of a warpgroup's
-    // tiles (n_other: the other's total), so every wait pairs with one signal.
-    int64_t turn_i = 0, n_other = 0;
-    if constexpr (Cfg::kTurns) {
-      const int first = blockIdx.x + (1 - ring) * gridDim.x;
-      const int step = 2 * gridDim.x;
-      n_other = first < total_tiles ? int64_t((total_tiles - first + step - 1) / step) * p.nb : 0;
-    }
-    auto turn_wait = [&] {
-      if constexpr (Cfg::kTurns)
-        if (ring == 1 || (turn_i >= 1 && turn_i - 1 < n_other))
-          cutlass::arch::NamedBarrier::sync(256, 1 + ring);
-    };
-    auto turn_signal = [&] {
-      if constexpr (Cfg::kTurns) {
-        if (ring == 0 ? turn_i < n_other : turn_i + 1 < n_other)
-          cutlass::arch::NamedBarrier::arrive(256, 2 - ring);
-        ++turn_i;
-      }
-    };
     for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       TileCoord tc;
       if constexpr (kHybrid) {
@@ -620,16 +583,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               g0 = block.g;
             }
             TxBarrier::wait(&S.full[ps.stage], ps.phase);
-            turn_wait();
             // One branch holds the wgmmas, their wait and the reads of their accumulator: split
             // over several, ptxas cannot pair them and inserts waits (C7517).
             if (!active) {
-              turn_signal();
               release(ps.stage);
               ps.advance();
             } else {
               mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
-              turn_signal();
               warpgroup_wait<0>();
               warpgroup_fence_operand(acc);
               release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
