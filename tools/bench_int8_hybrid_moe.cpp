@@ -299,28 +299,15 @@ std::vector<float> reference_int8(const Int8Path& p, const Inputs& in, const Che
   const auto& ids = in.routing.ids;
   const auto& wts = in.routing.weights;
   if (p.scheme == QuantScheme::kHybrid) {
-    const int64_t nbK = num_blocks(K, pr.format), ngK = num_groups(K, pr.format);
-    const int64_t nbN = num_blocks(N, pr.format), ngN = num_groups(N, pr.format);
-    auto split = [&](const DevMem& q, const DevMem& Q, const DevMem& F, int64_t rows, int64_t cols,
-                     int64_t nb, int64_t ng) {
-      const auto hq = download<int8_t>(q.as(), E * rows * cols);
-      const auto hQ = download<int32_t>(Q.as(), E * rows * nb);
-      const auto hF = download<float>(F.as(), E * rows * ng);
-      std::vector<refns::HybridTensor> v(E);
-      for (int64_t e = 0; e < E; ++e) {
-        auto& t = v[e];
-        t.rows = rows;
-        t.K = cols;
-        t.nb = nb;
-        t.ng = ng;
-        t.q.assign(hq.begin() + e * rows * cols, hq.begin() + (e + 1) * rows * cols);
-        t.Q.assign(hQ.begin() + e * rows * nb, hQ.begin() + (e + 1) * rows * nb);
-        t.F.assign(hF.begin() + e * rows * ng, hF.begin() + (e + 1) * rows * ng);
-      }
-      return v;
+    auto split = [&](const DevMem& q, const DevMem& Q, const DevMem& F, int64_t rows,
+                     int64_t cols) {
+      const int64_t nb = num_blocks(cols, pr.format), ng = num_groups(cols, pr.format);
+      return refns::split_experts(download<int8_t>(q.as(), E * rows * cols),
+                                  download<int32_t>(Q.as(), E * rows * nb),
+                                  download<float>(F.as(), E * rows * ng), E, rows, cols, pr.format);
     };
-    const auto w13 = split(p.w13q, p.w13Q, p.w13F, 2 * N, K, nbK, ngK);
-    const auto w2 = split(p.w2q, p.w2Q, p.w2F, K, N, nbN, ngN);
+    const auto w13 = split(p.w13q, p.w13Q, p.w13F, 2 * N, K);
+    const auto w2 = split(p.w2q, p.w2Q, p.w2F, K, N);
     return parallel_tokens<float>(cd.tokens, K, [&](const std::vector<int64_t>& sub) {
       return refns::moe_forward_hybrid(rp, cd.hidden_f, ids, wts, w13, w2, &sub);
     });

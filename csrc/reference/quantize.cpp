@@ -97,6 +97,32 @@ HybridTensor quantize_hybrid(const float* x, int64_t rows, int64_t K, const Hybr
   return t;
 }
 
+std::vector<HybridTensor> split_experts(const std::vector<int8_t>& q, const std::vector<int32_t>& Q,
+                                        const std::vector<float>& F, int64_t E, int64_t rows,
+                                        int64_t K, const HybridFormat& fmt) {
+  constexpr const char* fn = "ref::split_experts";
+  validate_format(fmt, fn);
+  I8H_CHECK_ARG(E >= 0, fn, "E", ">= 0", E);
+  I8H_CHECK_ARG(rows >= 0, fn, "rows", ">= 0", rows);
+  I8H_CHECK_ARG(K > 0, fn, "K", "> 0", K);
+  const int64_t nb = num_blocks(K, fmt), ng = num_groups(K, fmt);
+  I8H_CHECK_ARG(int64_t(q.size()) == E * rows * K, fn, "q", "E * rows * K elements", q.size());
+  I8H_CHECK_ARG(int64_t(Q.size()) == E * rows * nb, fn, "Q", "E * rows * nb elements", Q.size());
+  I8H_CHECK_ARG(int64_t(F.size()) == E * rows * ng, fn, "F", "E * rows * ng elements", F.size());
+  std::vector<HybridTensor> v(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) {
+    HybridTensor& t = v[size_t(e)];
+    t.rows = rows;
+    t.K = K;
+    t.nb = nb;
+    t.ng = ng;
+    t.q.assign(q.begin() + e * rows * K, q.begin() + (e + 1) * rows * K);
+    t.Q.assign(Q.begin() + e * rows * nb, Q.begin() + (e + 1) * rows * nb);
+    t.F.assign(F.begin() + e * rows * ng, F.begin() + (e + 1) * rows * ng);
+  }
+  return v;
+}
+
 std::vector<float> dequantize_hybrid(const HybridTensor& t, const HybridFormat& fmt) {
   constexpr const char* fn = "ref::dequantize_hybrid";
   validate_format(fmt, fn);

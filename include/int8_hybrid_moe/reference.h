@@ -32,6 +32,11 @@ struct HybridTensor {
 // x: fp32 values (already converted from bf16/fp16), [rows, K]. K may leave a short last block.
 HybridTensor quantize_hybrid(const float* x, int64_t rows, int64_t K, const HybridFormat& fmt);
 std::vector<float> dequantize_hybrid(const HybridTensor& t, const HybridFormat& fmt);
+// E experts' matrices stacked as the library stores weights (q [E, rows, K], Q [E, rows, nb],
+// F [E, rows, ng], nb / ng of K under fmt), split into one HybridTensor per expert.
+std::vector<HybridTensor> split_experts(const std::vector<int8_t>& q, const std::vector<int32_t>& Q,
+                                        const std::vector<float>& F, int64_t E, int64_t rows,
+                                        int64_t K, const HybridFormat& fmt);
 
 struct PerTokenTensor {
   int64_t rows = 0, K = 0;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "int8_hybrid_moe/format.h"
@@ -417,6 +418,48 @@ TEST(RefHybridQuant, NonFiniteGroupIsPoisoned) {
 // ---------------------------------------------------------------------------------------------
 // Per-token quantization
 // ---------------------------------------------------------------------------------------------
+
+TEST(RefHybridQuant, SplitExpertsGivesEachExpertItsOwnRows) {
+  I8H_SEED_TRACE();
+  std::mt19937_64 rng(base_seed() + 11);
+  std::uniform_real_distribution<float> val(-3.0f, 3.0f);
+  const HybridFormat f{128, 2, 16};
+  const int64_t E = 3, rows = 5, K = 300;  // K leaves a short last block: nb 3, ng 2
+  std::vector<ref::HybridTensor> experts;
+  std::vector<int8_t> q;
+  std::vector<int32_t> Q;
+  std::vector<float> F;
+  for (int64_t e = 0; e < E; ++e) {
+    std::vector<float> x(size_t(rows * K));
+    for (float& v : x) v = val(rng);
+    experts.push_back(ref::quantize_hybrid(x.data(), rows, K, f));
+    const ref::HybridTensor& t = experts.back();
+    q.insert(q.end(), t.q.begin(), t.q.end());
+    Q.insert(Q.end(), t.Q.begin(), t.Q.end());
+    F.insert(F.end(), t.F.begin(), t.F.end());
+  }
+  const std::vector<ref::HybridTensor> split = ref::split_experts(q, Q, F, E, rows, K, f);
+  ASSERT_EQ(split.size(), size_t(E));
+  for (int64_t e = 0; e < E; ++e) {
+    const ref::HybridTensor &a = split[size_t(e)], &b = experts[size_t(e)];
+    EXPECT_EQ(a.rows, rows);
+    EXPECT_EQ(a.K, K);
+    EXPECT_EQ(a.nb, 3);
+    EXPECT_EQ(a.ng, 2);
+    EXPECT_EQ(a.q, b.q) << "expert " << e;
+    EXPECT_EQ(a.Q, b.Q) << "expert " << e;
+    EXPECT_EQ(a.F, b.F) << "expert " << e;
+  }
+  EXPECT_TRUE(ref::split_experts({}, {}, {}, 0, rows, K, f).empty());
+  std::vector<int32_t> short_Q(Q.begin(), Q.end() - 1);
+  try {
+    ref::split_experts(q, short_Q, F, E, rows, K, f);
+    FAIL() << "a Q of the wrong size was accepted";
+  } catch (const i8h::InvalidArgument& ex) {
+    EXPECT_NE(std::string(ex.what()).find("Q"), std::string::npos) << ex.what();
+  }
+  EXPECT_THROW(ref::split_experts(q, Q, F, E, rows + 1, K, f), i8h::InvalidArgument);
+}
 
 TEST(RefPerTokenQuant, ReconstructionZeroAndNonFiniteRows) {
   I8H_SEED_TRACE();

@@ -155,22 +155,7 @@ struct MoeFixture {
     if (c.scheme == moe::QuantScheme::kHybrid) {
       auto split = [&](const DeviceBuffer<int8_t>& q, const DeviceBuffer<int32_t>& Q,
                        const DeviceBuffer<float>& F, int64_t rows, int64_t cols) {
-        const auto hq = q.download();
-        const auto hQ = Q.download();
-        const auto hF = F.download();
-        const int64_t nb = moe::num_blocks(cols, c.fmt), ng = moe::num_groups(cols, c.fmt);
-        std::vector<ref::HybridTensor> v(static_cast<size_t>(E));
-        for (int64_t e = 0; e < E; ++e) {
-          ref::HybridTensor& t = v[size_t(e)];
-          t.rows = rows;
-          t.K = cols;
-          t.nb = nb;
-          t.ng = ng;
-          t.q.assign(hq.begin() + e * rows * cols, hq.begin() + (e + 1) * rows * cols);
-          t.Q.assign(hQ.begin() + e * rows * nb, hQ.begin() + (e + 1) * rows * nb);
-          t.F.assign(hF.begin() + e * rows * ng, hF.begin() + (e + 1) * rows * ng);
-        }
-        return v;
+        return ref::split_experts(q.download(), Q.download(), F.download(), E, rows, cols, c.fmt);
       };
       return ref::moe_forward_hybrid(rp, hf, rids, rw, split(w13q, w13Q, w13F, 2 * N, K),
                                      split(w2q, w2Q, w2F, K, N), &tokens);
