@@ -415,10 +415,6 @@ TEST(RefHybridQuant, NonFiniteGroupIsPoisoned) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Per-token quantization
-// ---------------------------------------------------------------------------------------------
-
 TEST(RefHybridQuant, SplitExpertsGivesEachExpertItsOwnRows) {
   I8H_SEED_TRACE();
   std::mt19937_64 rng(base_seed() + 11);
@@ -460,6 +456,10 @@ TEST(RefHybridQuant, SplitExpertsGivesEachExpertItsOwnRows) {
   }
   EXPECT_THROW(ref::split_experts(q, Q, F, E, rows + 1, K, f), i8h::InvalidArgument);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Per-token quantization
+// ---------------------------------------------------------------------------------------------
 
 TEST(RefPerTokenQuant, ReconstructionZeroAndNonFiniteRows) {
   I8H_SEED_TRACE();
