@@ -546,7 +546,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       } else {
         Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
         Tensor acc_f = make_tensor_like<float>(acc);
+#ifdef I8H_EXP_OLD
         clear(acc_i);
+#endif
         clear(acc_f);
         // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
         // group `gi` of scale slot `sl`.
@@ -558,7 +560,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           f[2] = fa_hi * fb.x;
           f[3] = fa_hi * fb.y;
         };
-        // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
+        // Flushes of the int32 chunk (the next chunk's first block overwrites acc_i, so none
+        // clears it). Several super groups: acc_f += acc_i * FA * FB at every flush (super group
+        // `gi` of scale slot `sl`). One super group over the whole K (every default shape): the
+        // flushed chunks share one FA * FB, so acc_f sums them unscaled (I2FP + FADD) and the
+        // group's last flush multiplies once: 2 instead of 4 instructions per value and flush
+        // (FMUL, FFMA and the clear gone), the same rounding model (FORMAT.md section 5).
         auto flush_chunk = [&](int sl, int gi) {
           CUTE_UNROLL
           for (int v = 0; v < kV; v += 4) {
@@ -567,12 +574,46 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             CUTE_UNROLL
             for (int i = 0; i < 4; ++i) {
               acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
+#ifdef I8H_EXP_OLD
               acc_i(v + i) = 0;
+#endif
             }
           }
         };
-        auto main_loop = [&](auto fp32_terms) {
+        auto flush_one_group = [&](int sl, int gi, bool group_end) {
+          CUTE_UNROLL
+          for (int v = 0; v < kV; ++v) acc_f(v) += static_cast<float>(acc_i(v));
+          if (group_end) {
+            CUTE_UNROLL
+            for (int v = 0; v < kV; v += 4) {
+              float f[4];
+              f_quad(sl, gi, v, f);
+              CUTE_UNROLL
+              for (int i = 0; i < 4; ++i) acc_f(v + i) *= f[i];
+            }
+          }
+        };
+        // acc_i = (or +=) acc * QA * QB, block j of scale slot sl; `assign` at a chunk's first
+        // block.
+        auto rescale_int = [&](auto assign, int sl, int j) {
+          const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+          CUTE_UNROLL
+          for (int v = 0; v < kV; v += 4) {
+            const int c = c_base + 8 * (v >> 2);
+            const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+            const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+            CUTE_UNROLL
+            for (int i = 0; i < 4; ++i) {
+              if constexpr (decltype(assign)::value)
+                acc_i(v + i) = acc(v + i) * q[i];
+              else
+                acc_i(v + i) += acc(v + i) * q[i];
+            }
+          }
+        };
+        auto main_loop = [&](auto fp32_terms, auto one_group_k) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
+          constexpr bool kOneGroup = decltype(one_group_k)::value;
           int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
           // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
           for (BlockCursor block; block.b < p.nb; block.next(p)) {
@@ -595,13 +636,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
               ps.advance();
               const int sl = ss.stage;
-              const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-              CUTE_UNROLL
-              for (int v = 0; v < kV; v += 4) {
-                const int c = c_base + 8 * (v >> 2);
-                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-                if constexpr (kFp32) {
+              if constexpr (kFp32) {
+                const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+                CUTE_UNROLL
+                for (int v = 0; v < kV; v += 4) {
+                  const int c = c_base + 8 * (v >> 2);
+                  const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+                  const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
                   // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                   float f[4];
                   f_quad(sl, block.g - g0, v, f);
@@ -610,14 +651,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                     const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
                     acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
                   }
-                } else {
-                  CUTE_UNROLL
-                  for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
                 }
-              }
-              if constexpr (!kFp32) {
+              } else {
+#ifdef I8H_EXP_OLD
+                if (false)
+#else
+                if (block.in_chunk == 0)
+#endif
+                  rescale_int(std::true_type{}, sl, j);
+                else
+                  rescale_int(std::false_type{}, sl, j);
                 if (flush) {  // every flush_period blocks and at super-group ends
-                  flush_chunk(sl, block.g - g0);
+                  if constexpr (kOneGroup)
+                    flush_one_group(sl, block.g - g0, last_block);
+                  else
+                    flush_chunk(sl, block.g - g0);
                 }
               }
             }
@@ -628,10 +676,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-        if (p.flush_period > 0)
-          main_loop(std::false_type{});
+        if (p.flush_period == 0)
+          main_loop(std::true_type{}, std::false_type{});
+#if !defined(I8H_EXP_OLD) && !defined(I8H_EXP_MULTI)
+        else if (p.blocks_per_group >= p.nb)
+#else
+        else if (false)
+#endif
+          main_loop(std::false_type{}, std::true_type{});
         else
-          main_loop(std::true_type{});
+          main_loop(std::false_type{}, std::false_type{});
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
