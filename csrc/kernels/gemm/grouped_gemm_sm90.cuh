@@ -546,9 +546,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       } else {
         Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
         Tensor acc_f = make_tensor_like<float>(acc);
-#ifdef I8H_EXP_OLD
         clear(acc_i);
-#endif
         clear(acc_f);
         // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
         // group `gi` of scale slot `sl`.
@@ -560,12 +558,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           f[2] = fa_hi * fb.x;
           f[3] = fa_hi * fb.y;
         };
-        // Flushes of the int32 chunk (the next chunk's first block overwrites acc_i, so none
-        // clears it). Several super groups: acc_f += acc_i * FA * FB at every flush (super group
-        // `gi` of scale slot `sl`). One super group over the whole K (every default shape): the
-        // flushed chunks share one FA * FB, so acc_f sums them unscaled (I2FP + FADD) and the
-        // group's last flush multiplies once: 2 instead of 4 instructions per value and flush
-        // (FMUL, FFMA and the clear gone), the same rounding model (FORMAT.md section 5).
+        // Flushes of the int32 chunk, then acc_i = 0. Several super groups: acc_f += acc_i * FA * FB
+        // (super group `gi` of scale slot `sl`) at every flush. One super group over all of K (every
+        // default shape): the chunks share one FA * FB, so acc_f sums them unscaled (the first
+        // flush assigns) and the last flush multiplies once; the same rounding model (FORMAT.md
+        // section 5) with half the flush's float work at GEMM1 (4 flushes a tile).
         auto flush_chunk = [&](int sl, int gi) {
           CUTE_UNROLL
           for (int v = 0; v < kV; v += 4) {
@@ -574,16 +571,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             CUTE_UNROLL
             for (int i = 0; i < 4; ++i) {
               acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
-#ifdef I8H_EXP_OLD
               acc_i(v + i) = 0;
-#endif
             }
           }
         };
-        auto flush_one_group = [&](int sl, int gi, bool group_end) {
-          CUTE_UNROLL
-          for (int v = 0; v < kV; ++v) acc_f(v) += static_cast<float>(acc_i(v));
-          if (group_end) {
+        auto flush_one_group = [&](int sl, int gi, bool first, bool last) {
+          if (first) {
+            CUTE_UNROLL
+            for (int v = 0; v < kV; ++v) acc_f(v) = static_cast<float>(acc_i(v));
+          } else {
+            CUTE_UNROLL
+            for (int v = 0; v < kV; ++v) acc_f(v) += static_cast<float>(acc_i(v));
+          }
+          if (last) {
             CUTE_UNROLL
             for (int v = 0; v < kV; v += 4) {
               float f[4];
@@ -592,24 +592,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               for (int i = 0; i < 4; ++i) acc_f(v + i) *= f[i];
             }
           }
-        };
-        // acc_i = (or +=) acc * QA * QB, block j of scale slot sl; `assign` at a chunk's first
-        // block.
-        auto rescale_int = [&](auto assign, int sl, int j) {
-          const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-          CUTE_UNROLL
-          for (int v = 0; v < kV; v += 4) {
-            const int c = c_base + 8 * (v >> 2);
-            const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-            const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-            CUTE_UNROLL
-            for (int i = 0; i < 4; ++i) {
-              if constexpr (decltype(assign)::value)
-                acc_i(v + i) = acc(v + i) * q[i];
-              else
-                acc_i(v + i) += acc(v + i) * q[i];
-            }
-          }
+          clear(acc_i);
         };
         auto main_loop = [&](auto fp32_terms, auto one_group_k) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
@@ -636,13 +619,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
               ps.advance();
               const int sl = ss.stage;
-              if constexpr (kFp32) {
-                const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-                CUTE_UNROLL
-                for (int v = 0; v < kV; v += 4) {
-                  const int c = c_base + 8 * (v >> 2);
-                  const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-                  const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+              const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+              CUTE_UNROLL
+              for (int v = 0; v < kV; v += 4) {
+                const int c = c_base + 8 * (v >> 2);
+                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+                if constexpr (kFp32) {
                   // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                   float f[4];
                   f_quad(sl, block.g - g0, v, f);
@@ -651,19 +634,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                     const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
                     acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
                   }
+                } else {
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
                 }
-              } else {
-#ifdef I8H_EXP_OLD
-                if (false)
-#else
-                if (block.in_chunk == 0)
-#endif
-                  rescale_int(std::true_type{}, sl, j);
-                else
-                  rescale_int(std::false_type{}, sl, j);
+              }
+              if constexpr (!kFp32) {
                 if (flush) {  // every flush_period blocks and at super-group ends
                   if constexpr (kOneGroup)
-                    flush_one_group(sl, block.g - g0, last_block);
+                    flush_one_group(sl, block.g - g0, block.b < p.flush_period, last_block);
                   else
                     flush_chunk(sl, block.g - g0);
                 }
@@ -678,7 +657,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         };
         if (p.flush_period == 0)
           main_loop(std::true_type{}, std::false_type{});
-#if !defined(I8H_EXP_OLD) && !defined(I8H_EXP_MULTI)
+#ifndef I8H_EXP_OLD
         else if (p.blocks_per_group >= p.nb)
 #else
         else if (false)
