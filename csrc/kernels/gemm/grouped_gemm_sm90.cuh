@@ -558,11 +558,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           f[2] = fa_hi * fb.x;
           f[3] = fa_hi * fb.y;
         };
-        // Flushes of the int32 chunk, then acc_i = 0. Several super groups: acc_f += acc_i * FA * FB
-        // (super group `gi` of scale slot `sl`) at every flush. One super group over all of K (every
-        // default shape): the chunks share one FA * FB, so acc_f sums them unscaled (the first
-        // flush assigns) and the last flush multiplies once; the same rounding model (FORMAT.md
-        // section 5) with half the flush's float work at GEMM1 (4 flushes a tile).
+        // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
         auto flush_chunk = [&](int sl, int gi) {
           CUTE_UNROLL
           for (int v = 0; v < kV; v += 4) {
@@ -575,28 +571,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-        auto flush_one_group = [&](int sl, int gi, bool first, bool last) {
-          if (first) {
-            CUTE_UNROLL
-            for (int v = 0; v < kV; ++v) acc_f(v) = static_cast<float>(acc_i(v));
-          } else {
-            CUTE_UNROLL
-            for (int v = 0; v < kV; ++v) acc_f(v) += static_cast<float>(acc_i(v));
-          }
-          if (last) {
-            CUTE_UNROLL
-            for (int v = 0; v < kV; v += 4) {
-              float f[4];
-              f_quad(sl, gi, v, f);
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) acc_f(v + i) *= f[i];
-            }
-          }
-          clear(acc_i);
-        };
-        auto main_loop = [&](auto fp32_terms, auto one_group_k) {
+        auto main_loop = [&](auto fp32_terms) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
-          constexpr bool kOneGroup = decltype(one_group_k)::value;
           int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
           // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
           for (BlockCursor block; block.b < p.nb; block.next(p)) {
@@ -641,10 +617,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               }
               if constexpr (!kFp32) {
                 if (flush) {  // every flush_period blocks and at super-group ends
-                  if constexpr (kOneGroup)
-                    flush_one_group(sl, block.g - g0, block.b < p.flush_period, last_block);
-                  else
-                    flush_chunk(sl, block.g - g0);
+                  flush_chunk(sl, block.g - g0);
                 }
               }
             }
@@ -655,16 +628,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-        if (p.flush_period == 0)
-          main_loop(std::true_type{}, std::false_type{});
-#ifndef I8H_EXP_OLD
-        else if (p.blocks_per_group >= p.nb)
-#else
-        else if (false)
-#endif
-          main_loop(std::false_type{}, std::true_type{});
+        if (p.flush_period > 0)
+          main_loop(std::false_type{});
         else
-          main_loop(std::false_type{}, std::false_type{});
+          main_loop(std::true_type{});
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
