@@ -6,6 +6,11 @@
 #
 #   scripts/ab_variants.sh "base:-DMY_OLD_PATH" "new:" -- --tiles sm90_128x128,sm90_128x256
 #
+# Each further `--` starts another bench_gemm argument set, timed in the same rounds and
+# summarized in its own table, so one device call covers several shapes:
+#
+#   scripts/ab_variants.sh "base:" "new:-DX" -- --tiles sm90_128x128 -- --num-tokens 64 --tiles sm90_128x128
+#
 # Env: INT8HYBRID_CUDA_ARCHS (default 90), JOBS (default nproc), ROUNDS (default 2), OUT (JSON
 # per run, default build-ab), TESTS (a gtest filter: each variant also builds the GPU tests and
 # runs the matching ones before any timing, so an experiment's numbers come with its correctness;
@@ -14,8 +19,20 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 variants=()
 while [[ $# -gt 0 && "$1" != "--" ]]; do variants+=("$1"); shift; done
-[[ $# -gt 0 ]] && shift
-[[ ${#variants[@]} -eq 0 ]] && { echo "usage: $0 name:flags ... -- [bench_gemm args]" >&2; exit 2; }
+[[ ${#variants[@]} -eq 0 ]] && {
+  echo "usage: $0 name:flags ... [-- bench_gemm args] [-- more bench_gemm args] ..." >&2
+  exit 2
+}
+# Argument sets of bench_gemm, one per `--` group (one empty set when there is none), each kept
+# as a single string of NUL-free words joined by the unit separator.
+sets=()
+[[ $# -eq 0 ]] && sets+=("")
+while [[ $# -gt 0 ]]; do
+  shift  # the `--`
+  cur=()
+  while [[ $# -gt 0 && "$1" != "--" ]]; do cur+=("$1"); shift; done
+  sets+=("$(IFS=$'\x1f'; echo "${cur[*]}")")
+done
 JOBS="${JOBS:-$(nproc)}"
 OUTDIR="${OUT:-$ROOT/build-ab}"
 mkdir -p "$OUTDIR"
@@ -64,22 +81,29 @@ if [[ -n "$TESTS" ]]; then
   done
 fi
 for round in $(seq 1 "${ROUNDS:-2}"); do
-  for v in "${variants[@]}"; do
-    name="${v%%:*}"
-    echo "== variant $name (round $round) =="
-    "$ROOT/build-ab/$name/bench_gemm" "$@" --json "$OUTDIR/$name-$round.json" | sed -n '/^gemm /,$p'
+  for si in "${!sets[@]}"; do
+    IFS=$'\x1f' read -r -a args <<<"${sets[$si]}"
+    for v in "${variants[@]}"; do
+      name="${v%%:*}"
+      echo "== variant $name (round $round, set $si: ${args[*]+"${args[*]}"}) =="
+      "$ROOT/build-ab/$name/bench_gemm" ${args[@]+"${args[@]}"} \
+        --json "$OUTDIR/$name-s$si-$round.json" | sed -n '/^gemm /,$p'
+    done
   done
 done
 
-# Summary: one line per (gemm, kind, tile), the variants' times (ms) of every round side by side.
-python3 - "$OUTDIR" "${ROUNDS:-2}" "${variants[@]%%:*}" <<'PY'
+# Summary, one table per argument set: a line per (gemm, kind, tile), the variants' times (ms)
+# of every round side by side.
+for si in "${!sets[@]}"; do
+  echo "== set $si: bench_gemm ${sets[$si]//$'\x1f'/ } =="
+  python3 - "$OUTDIR" "${ROUNDS:-2}" "s$si" "${variants[@]%%:*}" <<'PY'
 import json, sys
-out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out, rounds, tag, names = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 table, keys = {}, []
 for n in names:
     for r in range(1, rounds + 1):
         try:
-            rows = json.load(open(f"{out}/{n}-{r}.json"))["rows"]
+            rows = json.load(open(f"{out}/{n}-{tag}-{r}.json"))["rows"]
         except OSError:
             continue
         for row in rows:
@@ -92,5 +116,6 @@ for k in keys:
     cells = ["/".join("%.3f" % v for v in table[k].get(n, [])) or "-" for n in names]
     print("%-6s %-18s %-18s " % k + " ".join("%-15s" % c for c in cells))
 PY
+done
 for line in ${test_lines[@]+"${test_lines[@]}"}; do echo "$line"; done
 exit "$fail"
