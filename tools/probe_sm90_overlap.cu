@@ -27,6 +27,11 @@
 //   iturns    (2 warpgroups) turns handed over right after the issue, not after the wait: the
 //             other warpgroup's wgmmas queue behind this one's while this one drains and rescales
 //   iturns n64x2   the same with the block issued as two interleaved 64 x 64 halves
+//   int+f64 N the rescale of `int` with its last N of 64 values per thread on the FP64 pipe
+//             instead (exact: the int32 block sum converted by the 2^52 magic number, DADD, then
+//             DMUL by QA and DFMA by QB into a double accumulator, which is exact to 2^53 and
+//             needs no flush); FP64 and IMAD are separate pipes, so if the rescale is bound by
+//             the FMA-heavy pipe, a share on FP64 should shorten it (fourteenth session)
 // The multi-block modes report cycles per block (an iteration's cycles / its blocks).
 // If the integer work overlaps the tensor core, mma+int takes about max(mma, int) cycles; if it
 // serializes, about mma + int. (Two batches in flight with the rescale between them is the
@@ -68,12 +73,18 @@ enum Mode : int {
   kIturns,
   kIturns64,
   kMma64,
+  kMix16,
+  kMix24,
+  kMix32,
   kModes
 };
 const char* const kModeNames[kModes] = {
-    "mma",        "mma2",       "int",    "fp",           "mma+int",  "mma+fp",
-    "split int",  "split fp",   "turns1", "turns2",       "both2",    "both1",
-    "both1 sync", "both2 sync", "iturns", "iturns n64x2", "mma n64x2"};
+    "mma",      "mma2",         "int",       "fp",         "mma+int",    "mma+fp",     "split int",
+    "split fp", "turns1",       "turns2",    "both2",      "both1",      "both1 sync", "both2 sync",
+    "iturns",   "iturns n64x2", "mma n64x2", "int+f64 16", "int+f64 24", "int+f64 32"};
+constexpr int f64_values(int m) {
+  return m == kMix16 ? 16 : m == kMix24 ? 24 : m == kMix32 ? 32 : 0;
+}
 constexpr bool two_warpgroups_only(int m) {
   return m == kSplitInt || m == kSplitFp || m == kTurns1 || m == kTurns2 || m == kBoth1Sync ||
          m == kBoth2Sync || m == kIturns || m == kIturns64;
@@ -83,6 +94,13 @@ constexpr int blocks_per_iteration(int m) {
 }
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
+
+// x as a double, exactly, without a conversion instruction: the double with high word 0x43380000
+// and low word x + 2^31 is 2^52 + 2^51 + 2^31 + x.
+__device__ __forceinline__ double exact_double(int x) {
+  return __hiloint2double(0x43380000, static_cast<int>(static_cast<unsigned>(x) ^ 0x80000000u)) -
+         6755401588539392.0;
+}
 constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
 
 template <int kMode, int kWarpGroups>
@@ -183,6 +201,34 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       for (int i = 0; i < 4; ++i) acc_i(v + i) += x(v + i) * p[i];
     }
   };
+  // int_work with the values from kIntV on handled on the FP64 pipe (exact, see the file comment).
+  constexpr int kF64V = f64_values(kMode), kIntV = kV - kF64V;
+  static_assert(kF64V % 4 == 0, "whole quads of values on each pipe");
+  double acc_d[kF64V > 0 ? kF64V : 1] = {};
+  auto mix_work = [&](auto const& x, int it) __attribute__((always_inline)) {
+    const int* q = scales + (it & 7) * 16;
+    const int qa_lo = q[r_lo % 16], qa_hi = q[(r_lo + 8) % 16];
+    CUTE_UNROLL
+    for (int v = 0; v < kIntV; v += 4) {
+      const int2 qb = *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
+      const int p[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+      CUTE_UNROLL
+      for (int i = 0; i < 4; ++i) acc_i(v + i) += x(v + i) * p[i];
+    }
+    if constexpr (kF64V > 0) {
+      const double da_lo = exact_double(qa_lo), da_hi = exact_double(qa_hi);
+      CUTE_UNROLL
+      for (int v = kIntV; v < kV; v += 4) {
+        const int2 qb = *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
+        const double db[2] = {exact_double(qb.x), exact_double(qb.y)};
+        CUTE_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const int d = v - kIntV + i;
+          acc_d[d] = fma(exact_double(x(v + i)) * (i < 2 ? da_lo : da_hi), db[i % 2], acc_d[d]);
+        }
+      }
+    }
+  };
   auto fp_work = [&](auto const& x, int it) __attribute__((always_inline)) {
     const float* q = reinterpret_cast<const float*>(scales) + (it & 7) * 16;
     const float fa_lo = q[r_lo % 16], fa_hi = q[(r_lo + 8) % 16];
@@ -280,6 +326,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     for (int it = 0; it < iters; ++it) {
       if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) issue(acc);
       if constexpr (kMode == kInt || kMode == kMmaInt) int_work(acc2, it);
+      if constexpr (kF64V > 0) mix_work(acc2, it);
       if constexpr (kMode == kFp || kMode == kMmaFp) fp_work(acc2, it);
       if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) {
         warpgroup_wait<0>();
@@ -300,6 +347,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     s += acc(v) + acc2(v);
     if constexpr (kHalves64) s += acc64(v);
   }
+  for (int d = 0; d < kF64V; ++d) s += __double2loint(acc_d[d]);
   sink[blockIdx.x * blockDim.x + threadIdx.x] = s;
   if (t == 0)
     cycles[blockIdx.x * kWarpGroups + threadIdx.x / 128] =
