@@ -547,23 +547,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
         Tensor acc_f = make_tensor_like<float>(acc);
         clear(acc_i);
-        // WIP experiment (fourteenth session, PERF.md): in the one-group int32 path, the last
-        // kF64V values of each thread are rescaled on the FP64 pipe, exactly, into acc_d (no
-        // flushes); the others as before.
-#ifdef I8H_EXP_F64
-        constexpr int kF64V = I8H_EXP_F64;
-#else
-        constexpr int kF64V = 0;
-#endif
-        static_assert(kF64V % 4 == 0 && kF64V <= kV, "whole quads of values on the FP64 pipe");
-        double acc_d[kF64V > 0 ? kF64V : 1] = {};
-        // x as a double without a conversion instruction: the double with high word 0x43380000
-        // and low word x + 2^31 is 2^52 + 2^51 + 2^31 + x.
-        auto exact_double = [](int x) {
-          return __hiloint2double(0x43380000,
-                                  static_cast<int>(static_cast<unsigned>(x) ^ 0x80000000u)) -
-                 6755401588539392.0;
-        };
+        clear(acc_f);
         // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
         // group `gi` of scale slot `sl`.
         auto f_quad = [&](int sl, int gi, int v, float(&f)[4]) {
@@ -574,11 +558,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           f[2] = fa_hi * fb.x;
           f[3] = fa_hi * fb.y;
         };
-        // Flushes of the int32 chunk, then acc_i = 0. Several super groups: acc_f += acc_i * FA *
-        // FB (super group `gi` of scale slot `sl`) at every flush. One super group over all of K
-        // (every default shape): the chunks share one FA * FB, so acc_f sums them unscaled (the
-        // first flush assigns) and the last flush multiplies once; the same rounding model
-        // (FORMAT.md section 5) with half the flush's float work at GEMM1 (4 flushes a tile).
+        // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
         auto flush_chunk = [&](int sl, int gi) {
           CUTE_UNROLL
           for (int v = 0; v < kV; v += 4) {
@@ -591,37 +571,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-        constexpr int kIntV = kV - kF64V;  // values of the one-group path on the int32 pipe
-        auto flush_one_group = [&](int sl, int gi, bool first, bool last) {
-          if (first) {
-            CUTE_UNROLL
-            for (int v = 0; v < kIntV; ++v) acc_f(v) = static_cast<float>(acc_i(v));
-          } else {
-            CUTE_UNROLL
-            for (int v = 0; v < kIntV; ++v) acc_f(v) += static_cast<float>(acc_i(v));
-          }
-          if (last) {
-            CUTE_UNROLL
-            for (int v = 0; v < kV; v += 4) {
-              float f[4];
-              f_quad(sl, gi, v, f);
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) {
-                if (v < kIntV)
-                  acc_f(v + i) *= f[i];
-                else
-                  acc_f(v + i) = static_cast<float>(acc_d[v - kIntV + i] * f[i]);
-              }
-            }
-          }
-          CUTE_UNROLL
-          for (int v = 0; v < kIntV; ++v) acc_i(v) = 0;
-        };
-        auto main_loop = [&](auto fp32_terms, auto one_group_k) {
+        auto main_loop = [&](auto fp32_terms) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
-          constexpr bool kOneGroup = decltype(one_group_k)::value;
-          // The one-group flushes assign acc_f (its values are not live before the first).
-          if constexpr (!kOneGroup) clear(acc_f);
           int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
           // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
           for (BlockCursor block; block.b < p.nb; block.next(p)) {
@@ -659,25 +610,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                     const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
                     acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
                   }
-                } else if (!kOneGroup || v < kIntV) {
+                } else {
                   CUTE_UNROLL
                   for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
-                } else if constexpr (kF64V > 0) {
-                  // FP64 pipe: exact block sum times QA times QB, summed exactly in a double.
-                  const double da[2] = {exact_double(qa_lo), exact_double(qa_hi)};
-                  const double db[2] = {exact_double(qb.x), exact_double(qb.y)};
-                  CUTE_UNROLL
-                  for (int i = 0; i < 4; ++i)
-                    acc_d[v - kIntV + i] =
-                        fma(exact_double(acc(v + i)) * da[i / 2], db[i % 2], acc_d[v - kIntV + i]);
                 }
               }
               if constexpr (!kFp32) {
                 if (flush) {  // every flush_period blocks and at super-group ends
-                  if constexpr (kOneGroup)
-                    flush_one_group(sl, block.g - g0, block.b < p.flush_period, last_block);
-                  else
-                    flush_chunk(sl, block.g - g0);
+                  flush_chunk(sl, block.g - g0);
                 }
               }
             }
@@ -688,15 +628,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-        if (p.flush_period == 0) main_loop(std::true_type{}, std::false_type{});
-#ifndef I8H_EXP_OLD
-        else if (p.blocks_per_group >= p.nb)
-#else
-        else if (false)
-#endif
-          main_loop(std::false_type{}, std::true_type{});
+        if (p.flush_period > 0)
+          main_loop(std::false_type{});
         else
-          main_loop(std::false_type{}, std::false_type{});
+          main_loop(std::true_type{});
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
