@@ -14,7 +14,7 @@
 # Env: INT8HYBRID_CUDA_ARCHS (default 90), JOBS (default nproc), ROUNDS (default 2), OUT (JSON
 # per run, default build-ab), TESTS (a gtest filter: each variant also builds the GPU tests and
 # runs the matching ones before any timing, so an experiment's numbers come with its correctness;
-# e.g. TESTS='HybridGroupedGemm*:Overflow*').
+# e.g. TESTS='HybridGroupedGemm*:Overflow*'), EXTRA_TARGETS (more targets to build per variant).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 variants=()
@@ -42,6 +42,9 @@ command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
 TESTS="${TESTS:-}"
 targets=(bench_gemm)
 [[ -n "$TESTS" ]] && targets+=(int8_hybrid_moe_gpu_tests)
+# EXTRA_TARGETS: more targets built per variant (e.g. probe_sm90_overlap), run by the caller.
+read -r -a extra_targets <<<"${EXTRA_TARGETS:-}"
+targets+=(${extra_targets[@]+"${extra_targets[@]}"})
 
 "$ROOT/scripts/fetch_deps.sh" >/dev/null
 t0=$(date +%s)
