@@ -189,23 +189,13 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     }
     warpgroup_commit_batch();
   };
-  // The hybrid kernel's per-block rescale (grouped_gemm_sm90.cuh), scales from shared memory.
-  auto int_work = [&](auto const& x, int it) __attribute__((always_inline)) {
-    const int* q = scales + (it & 7) * 16;
-    const int qa_lo = q[r_lo % 16], qa_hi = q[(r_lo + 8) % 16];
-    CUTE_UNROLL
-    for (int v = 0; v < kV; v += 4) {
-      const int2 qb = *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
-      const int p[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) acc_i(v + i) += x(v + i) * p[i];
-    }
-  };
-  // int_work with the values from kIntV on handled on the FP64 pipe (exact, see the file comment).
+  // The hybrid kernel's per-block rescale (grouped_gemm_sm90.cuh), scales from shared memory;
+  // in the int+f64 modes the values from kIntV on go to the FP64 pipe (exact, see the file
+  // comment).
   constexpr int kF64V = f64_values(kMode), kIntV = kV - kF64V;
   static_assert(kF64V % 4 == 0, "whole quads of values on each pipe");
   double acc_d[kF64V > 0 ? kF64V : 1] = {};
-  auto mix_work = [&](auto const& x, int it) __attribute__((always_inline)) {
+  auto int_work = [&](auto const& x, int it) __attribute__((always_inline)) {
     const int* q = scales + (it & 7) * 16;
     const int qa_lo = q[r_lo % 16], qa_hi = q[(r_lo + 8) % 16];
     CUTE_UNROLL
@@ -325,8 +315,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   } else {
     for (int it = 0; it < iters; ++it) {
       if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) issue(acc);
-      if constexpr (kMode == kInt || kMode == kMmaInt) int_work(acc2, it);
-      if constexpr (kF64V > 0) mix_work(acc2, it);
+      if constexpr (kMode == kInt || kMode == kMmaInt || kF64V > 0) int_work(acc2, it);
       if constexpr (kMode == kFp || kMode == kMmaFp) fp_work(acc2, it);
       if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) {
         warpgroup_wait<0>();
