@@ -94,6 +94,7 @@ constexpr int blocks_per_iteration(int m) {
 }
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kScaleWords = 256;
+constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
 
 // x as a double, exactly, without a conversion instruction: the double with high word 0x43380000
 // and low word x + 2^31 is 2^52 + 2^51 + 2^31 + x.
@@ -101,7 +102,6 @@ __device__ __forceinline__ double exact_double(int x) {
   return __hiloint2double(0x43380000, static_cast<int>(static_cast<unsigned>(x) ^ 0x80000000u)) -
          6755401588539392.0;
 }
-constexpr int kSmemBytes = 1024 + kSmemA + kSmemB + 4 * kScaleWords;
 
 template <int kMode, int kWarpGroups>
 __global__ void __launch_bounds__(128 * kWarpGroups, 1)
