@@ -5,6 +5,7 @@
 //              [--top-k 8] [--iters 50] [--warmup 10] [--rounds 5] [--seed 0] [--json PATH]
 //              [--tiles NAME,NAME,...]   (forced tiles to time besides auto: 64x64, 128x64,
 //                                         128x128, sm90_128x128, sm90_128x256; default all)
+//              [--block-size 128] [--super-group 256] [--q-max 16]   (the hybrid format)
 //
 // Timing: CUDA events around each launch, warm-up, median (and p10 / p90) over iterations taken in
 // interleaved rounds (every case times iters / rounds launches per round), with the card's SM
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <random>
 #include <string>
@@ -116,6 +118,7 @@ int main(int argc, char** argv) {
   int E = 256, top_k = 8, iters = 50, warmup = 10, rounds = 5;
   uint32_t seed = 0;
   std::string json, tiles_arg;
+  HybridFormat fmt;  // defaults B=128, S=256, q_max=16
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -147,6 +150,12 @@ int main(int argc, char** argv) {
       json = next();
     else if (a == "--tiles")
       tiles_arg = next();
+    else if (a == "--block-size")
+      fmt.block_size = std::stoi(next());
+    else if (a == "--super-group")
+      fmt.super_group = std::stoi(next());
+    else if (a == "--q-max")
+      fmt.q_max = std::stoi(next());
     else {
       std::fprintf(stderr, "bench_gemm: unknown argument %s\n", a.c_str());
       return 1;
@@ -157,6 +166,12 @@ int main(int argc, char** argv) {
                  "bench_gemm: need --iters >= 1, --warmup >= 0 and 1 <= --rounds <= --iters; "
                  "got --iters %d --warmup %d --rounds %d\n",
                  iters, warmup, rounds);
+    return 1;
+  }
+  try {
+    validate_format(fmt, "bench_gemm");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
     return 1;
   }
   // Tiles to time, in enum order: auto always (what the runner picks), then every forced tile,
@@ -209,7 +224,6 @@ int main(int argc, char** argv) {
   int64_t* d_off = mem.alloc<int64_t>(E + 1);
   CK(cudaMemcpy(d_off, offsets.data(), (E + 1) * sizeof(int64_t), cudaMemcpyHostToDevice));
 
-  HybridFormat fmt;  // defaults B=128, S=256, q_max=16
   cublasHandle_t handle;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
     std::fprintf(stderr, "bench_gemm: cublasCreate failed\n");
@@ -299,6 +313,16 @@ int main(int argc, char** argv) {
     });
   }
 
+  // One launch of every case before any timing: a case the library rejects (say a forced SM90
+  // tile with --block-size 192) stops the benchmark with the library's message.
+  try {
+    for (Case& c : cases) c.launch();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gemm: %s\n", e.what());
+    return 1;
+  }
+  CK(cudaDeviceSynchronize());
+
   // Rounds: each case takes its share of the iterations in every round, one case after another,
   // so a clock that drifts over the run (the card reaching its power cap after seconds of
   // GEMMs) hits every case alike instead of whichever is timed last. Warm-up: `warmup` launches
@@ -323,9 +347,10 @@ int main(int argc, char** argv) {
 
   std::printf(
       "\nbench_gemm on %s (SM%d%d, %d SMs); M=%lld top_k=%d E=%d: R=%lld rows, "
-      "uniform routing; sm90_* = wgmma/TMA kernel, other tiles = SM80 mma.sync kernels\n",
+      "uniform routing; hybrid B=%d S=%d q_max=%d; sm90_* = wgmma/TMA kernel, other tiles = SM80 "
+      "mma.sync kernels\n",
       prop.name, prop.major, prop.minor, prop.multiProcessorCount, (long long)M, top_k, E,
-      (long long)R);
+      (long long)R, fmt.block_size, fmt.super_group, fmt.q_max);
   std::printf("%-6s %-18s %-18s %7s %7s %7s %9s %8s %8s %10s %12s  %-12s %s\n", "gemm", "kind",
               "tile", "R", "N", "K", "ms", "p90/p10", "TOPS", "vs cuBLAS", "/ per-token", "SM MHz",
               "clock limits");
@@ -357,7 +382,9 @@ int main(int argc, char** argv) {
   if (!json.empty()) {
     i8h_bench::JsonWriter j;
     j.begin_object().string("device", prop.name).integer("sm", prop.major * 10 + prop.minor);
-    j.integer("iters", iters).integer("rounds", rounds).begin_array("rows");
+    j.integer("iters", iters).integer("rounds", rounds);
+    j.integer("block_size", fmt.block_size).integer("super_group", fmt.super_group);
+    j.integer("q_max", fmt.q_max).begin_array("rows");
     for (const Row& r : rows) {
       j.begin_object()
           .string("gemm", r.gemm)

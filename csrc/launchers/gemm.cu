@@ -74,7 +74,7 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 //   (decode: a 128-row tile would be mostly padding).
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
-  if (gemm_sm90_available() && (!hybrid || block_size == 128))
+  if (gemm_sm90_available() && (!hybrid || block_size % 128 == 0))
     return hybrid || mean_rows < 64 || s.K < 2048 || s.N * s.K < (int64_t(1) << 22)
                ? GemmTile::kSm90_128x128
                : GemmTile::kSm90_128x256;
@@ -88,9 +88,10 @@ void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn,
   if (!hybrid) return;
   I8H_CHECK_ARG(t != GemmTile::k128x128 && t != GemmTile::kSm90_128x256, fn, arg,
                 "64x64, 128x64 or sm90_128x128 for the hybrid GEMM", gemm_tile_name(t));
-  // One K-block per K tile (128), two blocks in flight.
-  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || block_size == 128, fn, "block_size (B)",
-                "128 for the sm90_128x128 tile (one quantization block per K tile)", block_size);
+  // Each K-block is one or more whole K tiles of 128.
+  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || block_size % 128 == 0, fn, "block_size (B)",
+                "a multiple of 128 for the sm90_128x128 tile (whole K tiles of 128 per block)",
+                block_size);
 }
 
 size_t grouped_gemm_workspace_size(int num_experts) {

@@ -32,7 +32,8 @@ struct GroupedGemmShape {
 //    k128x128 is per-token only.
 //  - kSm90_128x128, kSm90_128x256: SM90 kernel (wgmma, TMA, warp-specialized, persistent),
 //    H100 / H200 only, in builds whose INT8HYBRID_CUDA_ARCHS include 90; the hybrid scheme needs
-//    block_size 128 and takes 128x128 only (128x256 is per-token only). Per-token 128x128 is a
+//    block_size a multiple of 128 (one or more whole K tiles per block) and takes 128x128 only
+//    (128x256 is per-token only). Per-token 128x128 is a
 //    pingpong kernel (each consumer warpgroup owns whole 128x128 tiles in turn), per-token
 //    128x256 cooperative (both share each tile); the hybrid 128x128 is split: each consumer
 //    warpgroup computes its own 64x128 tiles from its own stage ring.
@@ -44,9 +45,9 @@ constexpr bool is_sm90_tile(GemmTile t) {
 }
 const char* gemm_tile_name(GemmTile t);
 // The rules of a requested tile (enum value; hybrid: not 128x128 / sm90_128x256, and block_size
-// 128 for the SM90 tile), shared by the GEMM entry points and the runner, which checks them before
-// its first launch. Needs no GPU: whether an SM90 tile runs on the current device is checked at
-// launch.
+// a multiple of 128 for the SM90 tile), shared by the GEMM entry points and the runner, which
+// checks them before its first launch. Needs no GPU: whether an SM90 tile runs on the current
+// device is checked at launch.
 void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn, const char* arg);
 // True when this build has the SM90 kernels and the current device has compute capability 9.0.
 bool gemm_sm90_available();
@@ -55,9 +56,9 @@ bool gemm_sm90_available();
 void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg);
 // The heuristic (docs/PERF.md) for the per-token (hybrid = false) or hybrid GEMM on the current
 // device, from N, K and the mean rows per expert R / E (the only load figure the host has without
-// reading expert_offsets): the SM90 kernel where it is available and (hybrid) block_size is 128
-// (per-token: its pingpong 128x128 tile unless K >= 2048 and N * K >= 2^22), else an SM80 tile
-// chosen by the mean. Queries the current device.
+// reading expert_offsets): the SM90 kernel where it is available and (hybrid) block_size is a
+// multiple of 128 (per-token: its pingpong 128x128 tile unless K >= 2048 and N * K >= 2^22), else
+// an SM80 tile chosen by the mean. Queries the current device.
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size = 128);
 
 // Bytes of workspace both grouped GEMMs need (per-expert tile offsets).

@@ -182,9 +182,10 @@ TEST(GemmArgs, HybridPointersAlignmentFormatTileAndWorkspace) {
                  "64x64, 128x64 or sm90_128x128");
   EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), GemmTile::kSm90_128x256), kHY, "tile",
                  "64x64, 128x64 or sm90_128x128");
-  // The SM90 tile's K tile is 128: B = 64 is rejected before any device query.
-  EXPECT_BAD_ARG(hy(s, fmt(64, 256, 16), hy_args(), fake(9), ws_bytes(), GemmTile::kSm90_128x128),
-                 kHY, "block_size (B)", "128 for the sm90_128x128 tile");
+  // The SM90 tile's K tile is 128: B = 64 and 192 are rejected before any device query.
+  for (int B : {64, 192})
+    EXPECT_BAD_ARG(hy(s, fmt(B, 256, 16), hy_args(), fake(9), ws_bytes(), GemmTile::kSm90_128x128),
+                   kHY, "block_size (B)", "a multiple of 128 for the sm90_128x128 tile");
   EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), static_cast<GemmTile>(6)), kHY, "tile",
                  "a GemmTile value");
   EXPECT_BAD_ARG(hy(s, f, hy_args(), fake(9), ws_bytes(), static_cast<GemmTile>(-2)), kHY, "tile",

@@ -80,9 +80,9 @@ FuzzProblem draw_problem(std::mt19937_64& g) {
   c.top_k = static_cast<int>(uni(1, std::min(c.E, 8)));
   f.routing = static_cast<int>(uni(0, 4));
   f.with_map = uni(0, 3) == 0;
-  // The SM90 tile (H100 / H200 builds) where it applies: hybrid needs B = 128.
+  // The SM90 tile (H100 / H200 builds) where it applies: hybrid needs B a multiple of 128.
   const bool sm90 = moe::gemm_sm90_available() &&
-                    (c.scheme != moe::QuantScheme::kHybrid || c.fmt.block_size == 128);
+                    (c.scheme != moe::QuantScheme::kHybrid || c.fmt.block_size % 128 == 0);
   const moe::GemmTile hy[] = {moe::GemmTile::kAuto, moe::GemmTile::k64x64, moe::GemmTile::k128x64,
                               moe::GemmTile::kSm90_128x128};
   const moe::GemmTile pt[] = {moe::GemmTile::kAuto,         moe::GemmTile::k64x64,

@@ -193,11 +193,11 @@ void run_hybrid_case_once(const HybridCase& c) {
 }
 
 // The tiles an auto-tiled case runs on besides the heuristic's pick: the SM80 64x64 tile and the
-// SM90 tiles where they run (hybrid: sm90_128x128 with B = 128), so every case covers both the
-// mma.sync and the wgmma kernels on H100 / H200, whichever the heuristic picks there.
+// SM90 tiles where they run (hybrid: sm90_128x128 with B a multiple of 128), so every case covers
+// both the mma.sync and the wgmma kernels on H100 / H200, whichever the heuristic picks there.
 std::vector<GemmTile> other_tiles(const GroupedProblem& pb, bool hybrid, int block_size) {
   std::vector<GemmTile> tiles = {GemmTile::k64x64};
-  if (gemm_sm90_available() && (!hybrid || block_size == 128)) {
+  if (gemm_sm90_available() && (!hybrid || block_size % 128 == 0)) {
     tiles.push_back(GemmTile::kSm90_128x128);
     if (!hybrid) tiles.push_back(GemmTile::kSm90_128x256);
   }
@@ -264,11 +264,15 @@ TEST(HybridGroupedGemm, EmptySingleRowAndUnevenExperts) {
   c.pb.rows_per_expert = {0, 1, 0, 0, 300, 1, 2, 0, 129, 64, 65, 0};
   c.pb.N = 136;  // not a multiple of the 64-column tile
   c.pb.K = 384;
-  for (GemmTile t : {GemmTile::k64x64, GemmTile::k128x64, GemmTile::kSm90_128x128}) {
-    if (t == GemmTile::kSm90_128x128 && !gemm_sm90_available()) continue;
-    c.tile = t;
-    run_hybrid_case(c);
-  }
+  // B = 256: the SM90 tile's blocks of two K tiles (the last one short), also under the
+  // sanitizers (scripts/gpu_check.sh runs this test with compute-sanitizer).
+  for (int B : {128, 256})
+    for (GemmTile t : {GemmTile::k64x64, GemmTile::k128x64, GemmTile::kSm90_128x128}) {
+      if (t == GemmTile::kSm90_128x128 && !gemm_sm90_available()) continue;
+      c.fmt.block_size = B;
+      c.tile = t;
+      run_hybrid_case(c);
+    }
 }
 
 TEST(HybridGroupedGemm, AllRowsOnOneExpertAndEmptyProblem) {
@@ -296,10 +300,14 @@ TEST(HybridGroupedGemm, BlockSizesSuperGroupsAndKTails) {
   // K not a multiple of B (short last block) and not of the K tile (zero-filled tail);
   // super groups of 1, 2, 3 blocks so flushes happen at group ends inside K; K loops of 1, 2
   // and 3 blocks (the last two with a short last block), the shortest ones of each kernel.
-  for (P p :
-       {P{128, 256, 16, 2048}, P{256, 256, 16, 2048}, P{128, 1, 16, 1024}, P{128, 3, 16, 1664},
-        P{64, 2, 16, 1008}, P{256, 2, 16, 2176}, P{128, 256, 1, 512}, P{128, 256, 127, 1024},
-        P{64, 5, 127, 720}, P{128, 256, 16, 128}, P{128, 2, 16, 272}, P{128, 256, 127, 144}}) {
+  // B = 256, 384, 512 run on the SM90 tile as blocks of several K tiles: last blocks of one tile
+  // (2176), of a partial second tile (1200) and of three tiles, the last partial (1040, S = 1:
+  // a flush after every block); K shorter than one block (208); q_max 127 (fp32 block terms).
+  for (P p : {P{128, 256, 16, 2048}, P{256, 256, 16, 2048}, P{128, 1, 16, 1024},
+              P{128, 3, 16, 1664}, P{64, 2, 16, 1008}, P{256, 2, 16, 2176}, P{128, 256, 1, 512},
+              P{128, 256, 127, 1024}, P{64, 5, 127, 720}, P{128, 256, 16, 128}, P{128, 2, 16, 272},
+              P{128, 256, 127, 144}, P{512, 256, 16, 1200}, P{384, 1, 16, 1040},
+              P{256, 256, 16, 208}, P{256, 3, 127, 1792}, P{512, 2, 1, 2560}}) {
     HybridCase c;
     c.pb.rows_per_expert = {37, 0, 150, 5};
     c.pb.N = 64;

@@ -232,7 +232,10 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const Gr
 
 }  // namespace sm90
 
-template <class Cfg, Scheme kScheme, typename Out>
+// kMultiTileBlock (hybrid, B a multiple of 256): each K-block spans p.k_tiles_per_block K tiles,
+// summed in the wgmma accumulator before the block's one rescale. B = 128 keeps its own
+// instantiation, so the one-tile loop is not burdened by the runtime count.
+template <class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock = false>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     grouped_gemm_sm90_kernel(const __grid_constant__ Sm90GemmParams P) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -241,6 +244,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, Stages = Cfg::Stages;
   constexpr bool kHybrid = kScheme == Scheme::kHybrid;
+  static_assert(kHybrid || !kMultiTileBlock, "multi-tile blocks are a hybrid layout");
   constexpr int kConsumerWarps = 4 * Cfg::kConsumers;
   const GroupedGemmParams& p = P.p;
 
@@ -285,7 +289,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   __syncthreads();
 
   const int total_tiles = tile_offsets[p.num_experts] * p.n_tiles;
-  const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);  // hybrid: B = BK, one block a tile
+  // Hybrid: block b covers K tiles [b * T, min((b + 1) * T, k_tiles)), T = p.k_tiles_per_block
+  // (1 unless kMultiTileBlock).
+  const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
   auto tile_at = [&](int t) {
     return decode_tile(p, tile_offsets, t / p.n_tiles, t % p.n_tiles, BM, BN);
   };
@@ -303,11 +309,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       const TileCoord tc = tile_at(t);
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
+      // Multi-tile blocks: K tiles left until the next scale chunk (a countdown, not a modulo by
+      // the runtime chunk length, in the producer's few registers).
+      int to_chunk = 0;
       for (int kt = 0; kt < k_tiles; ++kt) {
         if constexpr (kHybrid) {
-          if (kt % Cfg::kScaleBlocks == 0) {  // hybrid: K tile kt = block kt (B = BK)
+          bool chunk_start;
+          if constexpr (kMultiTileBlock) {
+            chunk_start = to_chunk == 0;
+            if (chunk_start) to_chunk = Cfg::kScaleBlocks * p.k_tiles_per_block;
+            --to_chunk;
+          } else {
+            chunk_start = kt % Cfg::kScaleBlocks == 0;  // K tile kt = block kt
+          }
+          if (chunk_start) {
             Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
-            sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage, kt, lane);
+            sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage,
+                                        kMultiTileBlock ? kt / p.k_tiles_per_block : kt, lane);
             // Counts as this lane's arrival once its copies so far have landed.
             cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
             ss.advance();
@@ -574,7 +592,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         auto main_loop = [&](auto fp32_terms) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
           int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
-          // One K-block per K tile (B = BK): the block sum is complete after each tile's wgmmas.
+          // The block sum is complete after the wgmmas of the block's K tiles (one unless
+          // kMultiTileBlock).
           for (BlockCursor block; block.b < p.nb; block.next(p)) {
             const bool flush = block.flush(p);
             const bool last_block = block.b + 1 == p.nb;
@@ -582,18 +601,42 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               Barrier::wait(&S.scale_full[ss.stage], ss.phase);
               g0 = block.g;
             }
-            TxBarrier::wait(&S.full[ps.stage], ps.phase);
+            // K tiles of this block (the last block may be short).
+            const int block_tiles =
+                kMultiTileBlock ? min(p.k_tiles_per_block, k_tiles - block.b * p.k_tiles_per_block)
+                                : 1;
+            if constexpr (!kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
             // One branch holds the wgmmas, their wait and the reads of their accumulator: split
             // over several, ptxas cannot pair them and inserts waits (C7517).
             if (!active) {
-              release(ps.stage);
-              ps.advance();
+              for (int s = 0; s < block_tiles; ++s) {
+                if constexpr (kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
+                release(ps.stage);
+                ps.advance();
+              }
             } else {
-              mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
-              warpgroup_wait<0>();
-              warpgroup_fence_operand(acc);
-              release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
-              ps.advance();
+              if constexpr (kMultiTileBlock) {
+                // Each stage is released once the next tile's wgmmas are issued and the batch
+                // before them has completed (as in the per-token main loop).
+                int prev = -1;
+                for (int s = 0; s < block_tiles; ++s) {
+                  TxBarrier::wait(&S.full[ps.stage], ps.phase);
+                  mma_tile(Int<1>{}, ps.stage, /*zero=*/s == 0);
+                  warpgroup_wait<1>();
+                  if (prev >= 0) release(prev);
+                  prev = ps.stage;
+                  ps.advance();
+                }
+                warpgroup_wait<0>();
+                warpgroup_fence_operand(acc);
+                release(prev);
+              } else {
+                mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
+                warpgroup_wait<0>();
+                warpgroup_fence_operand(acc);
+                release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
+                ps.advance();
+              }
               const int sl = ss.stage;
               const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
               CUTE_UNROLL
