@@ -5,7 +5,7 @@
 //              [--top-k 8] [--iters 50] [--warmup 10] [--rounds 5] [--seed 0] [--json PATH]
 //              [--tiles NAME,NAME,...]   (forced tiles to time besides auto: 64x64, 128x64,
 //                                         128x128, sm90_128x128, sm90_128x256; default all)
-//              [--block-size 128] [--super-group 256] [--q-max 16]   (the hybrid format)
+//              [--quant-block-size 128] [--super-group-size 256] [--q-max 16]  (hybrid format)
 //
 // Timing: CUDA events around each launch, warm-up, median (and p10 / p90) over iterations taken in
 // interleaved rounds (every case times iters / rounds launches per round), with the card's SM
@@ -150,9 +150,9 @@ int main(int argc, char** argv) {
       json = next();
     else if (a == "--tiles")
       tiles_arg = next();
-    else if (a == "--block-size")
+    else if (a == "--quant-block-size")
       fmt.block_size = std::stoi(next());
-    else if (a == "--super-group")
+    else if (a == "--super-group-size")
       fmt.super_group = std::stoi(next());
     else if (a == "--q-max")
       fmt.q_max = std::stoi(next());
@@ -314,7 +314,7 @@ int main(int argc, char** argv) {
   }
 
   // One launch of every case before any timing: a case the library rejects (say a forced SM90
-  // tile with --block-size 192) stops the benchmark with the library's message.
+  // tile with --quant-block-size 192) stops the benchmark with the library's message.
   try {
     for (Case& c : cases) c.launch();
   } catch (const std::exception& e) {
