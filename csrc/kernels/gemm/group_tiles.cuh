@@ -51,8 +51,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // Finds the expert owning global M-tile `tile` (tile_offsets[e] <= tile < tile_offsets[e+1]).
 // Returns -1 when tile is past the last real tile (the CTA then has nothing to do).
-__device__ __forceinline__ int find_tile_expert(const int* tile_offsets,
-                                                int num_experts, int tile) {
+__device__ __forceinline__ int find_tile_expert(const int* tile_offsets, int num_experts,
+                                                int tile) {
   if (tile >= tile_offsets[num_experts]) return -1;
   int lo = 0, hi = num_experts;  // invariant: tile_offsets[lo] <= tile < tile_offsets[hi]
   while (hi - lo > 1) {
