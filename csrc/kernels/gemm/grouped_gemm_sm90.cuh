@@ -637,15 +637,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
                 ps.advance();
               }
-#ifdef I8H_EXP_NO_RESCALE
-              // TIMING EXPERIMENT, numerically wrong on purpose: no rescale and no flush; only the
-              // last block's sum reaches the output (keeps the wgmmas and their waits).
-              static_cast<void>(kFp32);
-              if (last_block) {
-                CUTE_UNROLL
-                for (int v = 0; v < kV; ++v) acc_f(v) = static_cast<float>(acc(v));
-              }
-#else
               const int sl = ss.stage;
               const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
               CUTE_UNROLL
@@ -672,7 +663,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   flush_chunk(sl, block.g - g0);
                 }
               }
-#endif
             }
             if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
               release_scales(ss.stage);
