@@ -33,10 +33,10 @@ struct GroupedGemmShape {
 //  - kSm90_128x128, kSm90_128x256: SM90 kernel (wgmma, TMA, warp-specialized, persistent),
 //    H100 / H200 only, in builds whose INT8HYBRID_CUDA_ARCHS include 90; the hybrid scheme needs
 //    block_size a multiple of 128 (one or more whole K tiles per block) and takes 128x128 only
-//    (128x256 is per-token only). Per-token 128x128 is a
-//    pingpong kernel (each consumer warpgroup owns whole 128x128 tiles in turn), per-token
-//    128x256 cooperative (both share each tile); the hybrid 128x128 is split: each consumer
-//    warpgroup computes its own 64x128 tiles from its own stage ring.
+//    (128x256 is per-token only). Per-token 128x128 is a pingpong kernel (each consumer
+//    warpgroup owns whole 128x128 tiles in turn), per-token 128x256 cooperative (both share each
+//    tile); the hybrid 128x128 is split: each consumer warpgroup computes its own 64x128 tiles
+//    from its own stage ring.
 enum class GemmTile : int { kAuto = 0, k64x64, k128x64, k128x128, kSm90_128x128, kSm90_128x256 };
 inline constexpr GemmTile kLastGemmTile = GemmTile::kSm90_128x256;  // enum range for checks
 // True for the tiles of the SM90 kernel.

@@ -232,7 +232,7 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const Gr
 
 }  // namespace sm90
 
-// kMultiTileBlock (hybrid, B a multiple of 256): each K-block spans p.k_tiles_per_block K tiles,
+// kMultiTileBlock (hybrid, B = 256, 384, ...): each K-block spans p.k_tiles_per_block K tiles,
 // summed in the wgmma accumulator before the block's one rescale. B = 128 keeps its own
 // instantiation, so the one-tile loop is not burdened by the runtime count.
 template <class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock = false>
