@@ -161,7 +161,7 @@ IS_SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("counts", COUNTS)
-@pytest.mark.parametrize("fmt", [(128, 256, 16), (64, 2, 127), (64, 1, 1)])
+@pytest.mark.parametrize("fmt", [(128, 256, 16), (256, 2, 16), (64, 2, 127), (64, 1, 1)])
 def test_hybrid_grouped_gemm(cuda, lib, gen, dtype, counts, fmt):
     B, S, qm = fmt
     E, N, K = len(counts), 96, 320
@@ -170,7 +170,8 @@ def test_hybrid_grouped_gemm(cuda, lib, gen, dtype, counts, fmt):
     w = ref.quantize_hybrid(randn((E, N, K), dtype, gen, 0.1), B, S, qm)
     offs = offsets_from_counts(counts)
     # auto, 64x64, 128x64 (the hybrid GEMM has no 128x128 tile), sm90_128x128 on H100/H200
-    # (the GPU script builds for the card's arch) for B a multiple of 128.
+    # (the GPU script builds for the card's arch) for B a multiple of 128; B = 256 with K = 320 is
+    # a two-K-tile block then a short one.
     for tile in [0, 1, 2] + ([SM90_TILE] if IS_SM90 and B % 128 == 0 else []):
         out = lib.cutlass_int8_blockwise_hybrid_grouped(
             a.q, a.Q, a.F, w.q, w.Q, w.F, offs, B, S, qm, dtype, tile
