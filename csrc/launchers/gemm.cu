@@ -32,6 +32,15 @@ const char* gemm_tile_name(GemmTile t) {
   return "invalid";
 }
 
+namespace {
+// The hybrid GEMM's K tile, the one owner of the rule: 128 where every K-block is whole K tiles
+// of 128, else 64 (SM80 only). The SM90 kernel has only the 128 K tile, so it takes B a multiple
+// of 128 (B / 128 K tiles per block).
+int hybrid_k_tile(int block_size) {
+  return block_size % 128 == 0 ? 128 : 64;
+}
+}  // namespace
+
 bool gemm_sm90_available() {
 #if I8H_WITH_SM90
   return detail::current_device_cc() == 90;
@@ -74,7 +83,7 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 //   (decode: a 128-row tile would be mostly padding).
 GemmTile select_gemm_tile(const GroupedGemmShape& s, bool hybrid, int block_size) {
   const int64_t mean_rows = s.num_experts > 0 ? s.R / s.num_experts : s.R;
-  if (gemm_sm90_available() && (!hybrid || block_size % 128 == 0))
+  if (gemm_sm90_available() && (!hybrid || hybrid_k_tile(block_size) == 128))
     return hybrid || mean_rows < 64 || s.K < 2048 || s.N * s.K < (int64_t(1) << 22)
                ? GemmTile::kSm90_128x128
                : GemmTile::kSm90_128x256;
@@ -88,10 +97,9 @@ void validate_gemm_tile(GemmTile t, bool hybrid, int block_size, const char* fn,
   if (!hybrid) return;
   I8H_CHECK_ARG(t != GemmTile::k128x128 && t != GemmTile::kSm90_128x256, fn, arg,
                 "64x64, 128x64 or sm90_128x128 for the hybrid GEMM", gemm_tile_name(t));
-  // Each K-block is one or more whole K tiles of 128.
-  I8H_CHECK_ARG(t != GemmTile::kSm90_128x128 || block_size % 128 == 0, fn, "block_size (B)",
-                "a multiple of 128 for the sm90_128x128 tile (whole K tiles of 128 per block)",
-                block_size);
+  I8H_CHECK_ARG(
+      t != GemmTile::kSm90_128x128 || hybrid_k_tile(block_size) == 128, fn, "block_size (B)",
+      "a multiple of 128 for the sm90_128x128 tile (whole K tiles of 128 per block)", block_size);
 }
 
 size_t grouped_gemm_workspace_size(int num_experts) {
@@ -230,7 +238,7 @@ void int8_hybrid_grouped_gemm(const GroupedGemmShape& shape, const HybridFormat&
   p.FB = a.FB;
   p.nb = static_cast<int>(num_blocks(shape.K, fmt));
   p.ng = static_cast<int>(num_groups(shape.K, fmt));
-  const int bk = fmt.block_size % 128 == 0 ? 128 : 64;  // the SM90 tile's is always 128
+  const int bk = hybrid_k_tile(fmt.block_size);
   p.k_tiles_per_block = fmt.block_size / bk;
   p.blocks_per_group = fmt.super_group;
   p.flush_period = static_cast<int>(int32_blocks_per_flush(fmt));
