@@ -31,12 +31,7 @@ void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tile
 // Rows of one M-tile of each tile config (what the scheduler counts with). The SM90 hybrid
 // (sm90_128x128, split) computes 64-row tiles, one per consumer warpgroup.
 inline int tile_block_m(GemmTile t, bool hybrid) {
-#ifdef I8H_EXP_COOP
-  // TIMING EXPERIMENT: the cooperative hybrid decodes 128-row tiles.
-  if (hybrid && t == GemmTile::kSm90_128x128) return 128;
-#else
   if (hybrid && t == GemmTile::kSm90_128x128) return 64;
-#endif
   return t == GemmTile::k64x64 ? 64 : 128;
 }
 inline int tile_block_n(GemmTile t) {

@@ -232,7 +232,7 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const Gr
 
 }  // namespace sm90
 
-// kMultiTileBlock (hybrid, B a multiple of 256): each K-block spans p.k_tiles_per_block K tiles,
+// kMultiTileBlock (hybrid, B = 256, 384, ...): each K-block spans p.k_tiles_per_block K tiles,
 // summed in the wgmma accumulator before the block's one rescale. B = 128 keeps its own
 // instantiation, so the one-tile loop is not burdened by the runtime count.
 template <class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock = false>
@@ -400,12 +400,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
     warpgroup_commit_batch();
   };
-  // Per-token main loop over the tile's K tiles: one int32 accumulation over all of K; a stage is
-  // released once the wgmmas of the next K tile are issued and the previous batch has completed.
-  // Returns the last stage, released by the caller after its wait for the last batch.
-  auto mma_all_k = [&](auto halves) {
+  // One int32 accumulation over the next `n` K tiles (per-token: all of K; hybrid with
+  // kMultiTileBlock: one block's tiles); a stage is released once the wgmmas of the next K tile
+  // are issued and the previous batch has completed. Returns the last stage, released by the
+  // caller after its wait for the last batch.
+  auto mma_k_tiles = [&](auto halves, int n) {
     int prev = -1;
-    for (int kt = 0; kt < k_tiles; ++kt) {
+    for (int kt = 0; kt < n; ++kt) {
       TxBarrier::wait(&S.full[ps.stage], ps.phase);
       mma_tile(halves, ps.stage, kt == 0);
       warpgroup_wait<1>();
@@ -487,7 +488,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
       // around whole main loops, so ptxas does not serialize the wgmmas, C7518).
       const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
-      const int prev = both ? mma_all_k(Int<kHalves>{}) : mma_all_k(Int<1>{});
+      const int prev = both ? mma_k_tiles(Int<kHalves>{}, k_tiles) : mma_k_tiles(Int<1>{}, k_tiles);
       if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
       // The epilogue of the cooperative path below, per 64-row half.
       float sbv[kV / kHalves / 2];  // the columns of both halves
@@ -512,14 +513,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
-#ifdef I8H_EXP_COOP_OFFSET
-    // TIMING EXPERIMENT (cooperative hybrid only): the second warpgroup starts its first block
-    // once the first has waited for its first block's wgmmas, so the two run half a block apart
-    // and one's rescale can run under the other's wgmmas. Named barrier 3 (1, 2: pingpong).
-    static_assert(!kHybrid || kShared, "I8H_EXP_COOP_OFFSET: the cooperative hybrid only");
-    bool offset_pending = true;
-    static_cast<void>(offset_pending);
-#endif
     for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       TileCoord tc;
       if constexpr (kHybrid) {
@@ -545,7 +538,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
           continue;
         }
-        const int prev = mma_all_k(Int<1>{});
+        const int prev = mma_k_tiles(Int<1>{}, k_tiles);
         // Scales first (registers), stores after: no load waits behind a store it might alias.
         // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns'
         // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
@@ -613,12 +606,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             const int block_tiles =
                 kMultiTileBlock ? min(p.k_tiles_per_block, k_tiles - block.b * p.k_tiles_per_block)
                                 : 1;
-#ifdef I8H_EXP_COOP_OFFSET
-            if (warp_group == 2 && offset_pending) {
-              cutlass::arch::NamedBarrier::sync(256, 3);
-              offset_pending = false;
-            }
-#endif
             if constexpr (!kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
             // One branch holds the wgmmas, their wait and the reads of their accumulator: split
             // over several, ptxas cannot pair them and inserts waits (C7517).
@@ -628,25 +615,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 release(ps.stage);
                 ps.advance();
               }
-#ifdef I8H_EXP_COOP_OFFSET
-              if (warp_group == 1 && offset_pending) {
-                cutlass::arch::NamedBarrier::arrive(256, 3);
-                offset_pending = false;
-              }
-#endif
             } else {
               if constexpr (kMultiTileBlock) {
-                // Each stage is released once the next tile's wgmmas are issued and the batch
-                // before them has completed (as in the per-token main loop).
-                int prev = -1;
-                for (int s = 0; s < block_tiles; ++s) {
-                  TxBarrier::wait(&S.full[ps.stage], ps.phase);
-                  mma_tile(Int<1>{}, ps.stage, /*zero=*/s == 0);
-                  warpgroup_wait<1>();
-                  if (prev >= 0) release(prev);
-                  prev = ps.stage;
-                  ps.advance();
-                }
+                const int prev = mma_k_tiles(Int<1>{}, block_tiles);
                 warpgroup_wait<0>();
                 warpgroup_fence_operand(acc);
                 release(prev);
@@ -657,21 +628,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
                 ps.advance();
               }
-#ifdef I8H_EXP_COOP_OFFSET
-              if (warp_group == 1 && offset_pending) {
-                cutlass::arch::NamedBarrier::arrive(256, 3);
-                offset_pending = false;
-              }
-#endif
-#ifdef I8H_EXP_NO_RESCALE
-              // TIMING EXPERIMENT, numerically wrong on purpose: no rescale and no flush; only the
-              // last block's sum reaches the output (keeps the wgmmas and their waits).
-              static_cast<void>(kFp32);
-              if (last_block) {
-                CUTE_UNROLL
-                for (int v = 0; v < kV; ++v) acc_f(v) = static_cast<float>(acc(v));
-              }
-#else
               const int sl = ss.stage;
               const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
               CUTE_UNROLL
@@ -698,7 +654,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   flush_chunk(sl, block.g - g0);
                 }
               }
-#endif
             }
             if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
               release_scales(ss.stage);
