@@ -28,15 +28,23 @@ void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream);
 
-// Rows of one M-tile of each tile config (what the scheduler counts with). The SM90 hybrid
-// (sm90_128x128, split) computes 64-row tiles, one per consumer warpgroup.
-inline int tile_block_m(GemmTile t, bool hybrid) {
+// Rows and columns of one output tile of each tile config: what the scheduler counts M-tiles
+// with. The SM90 hybrid (sm90_128x128, split) computes 64-row tiles, one per consumer warpgroup.
+// Every launcher static_asserts that the kernel config it launches for a tile has these sizes:
+// a kernel decoding other tiles than the scheduler counted would still compute every row, only
+// twice over or not at all (PERF.md, seventeenth session).
+constexpr int tile_block_m(GemmTile t, bool hybrid) {
   if (hybrid && t == GemmTile::kSm90_128x128) return 64;
   return t == GemmTile::k64x64 ? 64 : 128;
 }
-inline int tile_block_n(GemmTile t) {
+constexpr int tile_block_n(GemmTile t) {
   if (t == GemmTile::kSm90_128x256) return 256;
   return t == GemmTile::k128x128 || t == GemmTile::kSm90_128x128 ? 128 : 64;
+}
+// The config launched for `t` tiles the output as the scheduler counts it.
+template <class Cfg>
+constexpr bool config_matches_tile(GemmTile t, bool hybrid) {
+  return Cfg::BM == tile_block_m(t, hybrid) && Cfg::BN == tile_block_n(t);
 }
 
 }  // namespace int8_hybrid_moe::gemm

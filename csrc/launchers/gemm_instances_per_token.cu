@@ -9,11 +9,14 @@ template <typename Out>
 void dispatch_tile(GemmTile tile, GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t s) {
   switch (tile) {
     case GemmTile::k64x64:
-      return launch_grouped_gemm_kernel<Tile64x64x128, Scheme::kPerToken, Out>(p, max_m_tiles, s);
+      return launch_grouped_gemm_kernel<GemmTile::k64x64, Tile64x64x128, Scheme::kPerToken, Out>(
+          p, max_m_tiles, s);
     case GemmTile::k128x64:
-      return launch_grouped_gemm_kernel<Tile128x64x128, Scheme::kPerToken, Out>(p, max_m_tiles, s);
+      return launch_grouped_gemm_kernel<GemmTile::k128x64, Tile128x64x128, Scheme::kPerToken, Out>(
+          p, max_m_tiles, s);
     case GemmTile::k128x128:
-      return launch_grouped_gemm_kernel<Tile128x128x64, Scheme::kPerToken, Out>(p, max_m_tiles, s);
+      return launch_grouped_gemm_kernel<GemmTile::k128x128, Tile128x128x64, Scheme::kPerToken, Out>(
+          p, max_m_tiles, s);
     default:
       throw InvalidArgument(::int8_hybrid_moe::detail::concat(
           "int8_grouped_gemm: argument 'tile' must be a concrete ", "tile config, got ",

@@ -3,11 +3,14 @@
 
 #include "kernels/gemm/grouped_gemm_sm80.cuh"
 #include "launchers/cuda_check.h"
+#include "launchers/gemm_configs.h"
 
 namespace int8_hybrid_moe::gemm {
 
-template <class Cfg, Scheme kScheme, typename Out>
+template <GemmTile kTile, class Cfg, Scheme kScheme, typename Out>
 void launch_grouped_gemm_kernel(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
+  static_assert(config_matches_tile<Cfg>(kTile, kScheme == Scheme::kHybrid),
+                "the scheduler counts this tile's M-tiles with other sizes (tile_block_m/n)");
   auto kernel = grouped_gemm_sm80_kernel<Cfg, kScheme, Out>;
   constexpr int kSmem = Cfg::kSmemBytes;
   // Above 48 KiB a kernel must opt in to dynamic shared memory.
@@ -34,13 +37,17 @@ template <typename Out>
 void launch_hybrid_gemm_for(GemmTile tile, int bk, GroupedGemmParams& p, int64_t max_m_tiles,
                             cudaStream_t s) {
   if (tile == GemmTile::k64x64 && bk == 128)
-    return launch_grouped_gemm_kernel<Tile64x64x128, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+    return launch_grouped_gemm_kernel<GemmTile::k64x64, Tile64x64x128, Scheme::kHybrid, Out>(
+        p, max_m_tiles, s);
   if (tile == GemmTile::k128x64 && bk == 128)
-    return launch_grouped_gemm_kernel<Tile128x64x128, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+    return launch_grouped_gemm_kernel<GemmTile::k128x64, Tile128x64x128, Scheme::kHybrid, Out>(
+        p, max_m_tiles, s);
   if (tile == GemmTile::k64x64 && bk == 64)
-    return launch_grouped_gemm_kernel<Tile64x64x64, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+    return launch_grouped_gemm_kernel<GemmTile::k64x64, Tile64x64x64, Scheme::kHybrid, Out>(
+        p, max_m_tiles, s);
   if (tile == GemmTile::k128x64 && bk == 64)
-    return launch_grouped_gemm_kernel<Tile128x64x64, Scheme::kHybrid, Out>(p, max_m_tiles, s);
+    return launch_grouped_gemm_kernel<GemmTile::k128x64, Tile128x64x64, Scheme::kHybrid, Out>(
+        p, max_m_tiles, s);
   throw InvalidArgument(::int8_hybrid_moe::detail::concat(
       "int8_hybrid_grouped_gemm: argument 'tile' must be 64x64 or 128x64 (the hybrid kernel keeps ",
       "three accumulator sets in registers; 128x128 is per-token only), got ",

@@ -58,9 +58,11 @@ CUtensorMap make_int8_tensor_map(const int8_t* base, int64_t rows, int64_t K, in
   return m;
 }
 
-template <class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock>
+template <GemmTile kTile, class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock>
 void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
   static_assert(Cfg::kHybrid == (kScheme == Scheme::kHybrid), "tile config of the other scheme");
+  static_assert(config_matches_tile<Cfg>(kTile, Cfg::kHybrid),
+                "the scheduler counts this tile's M-tiles with other sizes (tile_block_m/n)");
   auto kernel = grouped_gemm_sm90_kernel<Cfg, kScheme, Out, kMultiTileBlock>;
   // The attribute once at the limit; each launch asks for what it uses (the tile table varies).
   ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
@@ -81,12 +83,12 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
 }
 
-template <class Cfg, Scheme kScheme, bool kMultiTileBlock = false>
+template <GemmTile kTile, class Cfg, Scheme kScheme, bool kMultiTileBlock = false>
 void launch_sm90_for(DType out, GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
   if (out == DType::kBFloat16)
-    launch_sm90<Cfg, kScheme, __nv_bfloat16, kMultiTileBlock>(p, max_m_tiles, stream);
+    launch_sm90<kTile, Cfg, kScheme, __nv_bfloat16, kMultiTileBlock>(p, max_m_tiles, stream);
   else
-    launch_sm90<Cfg, kScheme, __half, kMultiTileBlock>(p, max_m_tiles, stream);
+    launch_sm90<kTile, Cfg, kScheme, __half, kMultiTileBlock>(p, max_m_tiles, stream);
 }
 
 }  // namespace
@@ -94,19 +96,22 @@ void launch_sm90_for(DType out, GroupedGemmParams& p, int64_t max_m_tiles, cudaS
 void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                                 cudaStream_t stream) {
   if (tile == GemmTile::kSm90_128x256)
-    launch_sm90_for<Sm90PerTokenWideTile, Scheme::kPerToken>(out, p, max_m_tiles, stream);
+    launch_sm90_for<GemmTile::kSm90_128x256, Sm90PerTokenWideTile, Scheme::kPerToken>(
+        out, p, max_m_tiles, stream);
   else
-    launch_sm90_for<Sm90PerTokenTile, Scheme::kPerToken>(out, p, max_m_tiles, stream);
+    launch_sm90_for<GemmTile::kSm90_128x128, Sm90PerTokenTile, Scheme::kPerToken>(
+        out, p, max_m_tiles, stream);
 }
 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream) {
   // B = 128: one K tile per block; B = 256, 384, ...: several (p.k_tiles_per_block).
   if (p.k_tiles_per_block > 1)
-    launch_sm90_for<Sm90HybridTile, Scheme::kHybrid, /*multi_tile_block=*/true>(out, p, max_m_tiles,
-                                                                                stream);
+    launch_sm90_for<GemmTile::kSm90_128x128, Sm90HybridTile, Scheme::kHybrid,
+                    /*multi_tile_block=*/true>(out, p, max_m_tiles, stream);
   else
-    launch_sm90_for<Sm90HybridTile, Scheme::kHybrid>(out, p, max_m_tiles, stream);
+    launch_sm90_for<GemmTile::kSm90_128x128, Sm90HybridTile, Scheme::kHybrid>(out, p, max_m_tiles,
+                                                                              stream);
 }
 
 }  // namespace int8_hybrid_moe::gemm
