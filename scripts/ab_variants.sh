@@ -14,9 +14,26 @@
 # Env: INT8HYBRID_CUDA_ARCHS (default 90), JOBS (default nproc), ROUNDS (default 2), OUT (JSON
 # per run, default build-ab), TESTS (a gtest filter: each variant also builds the GPU tests and
 # runs the matching ones before any timing, so an experiment's numbers come with its correctness;
-# e.g. TESTS='HybridGroupedGemm*:Overflow*'), EXTRA_TARGETS (more targets to build per variant).
+# e.g. TESTS='HybridGroupedGemm*:Overflow*'), EXTRA_TARGETS (more targets to build per variant),
+# STEP_TIMEOUT (seconds for each test or benchmark run, default 300: an experiment that hangs
+# costs one step, not the device call), OVERLAY (a folder mirroring the repository's paths,
+# e.g. exp/ with exp/csrc/kernels/gemm/grouped_gemm_sm90.cuh: the variants are built from a copy
+# of the tree with those files laid over it, so an experiment's files need no git on the
+# device; stage them with `git show <commit>:<path> > exp/<path>`).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -n "${OVERLAY:-}" ]]; then
+  overlay="$(cd "$OVERLAY" && pwd)" || { echo "ab_variants: OVERLAY=$OVERLAY is no folder" >&2; exit 2; }
+  copy="${TMPDIR:-/tmp}/ab_variants_tree"
+  rm -rf "$copy" && mkdir -p "$copy"
+  # The tree without build folders (the fetched headers come along: no network on the device).
+  (cd "$ROOT" && tar --exclude='./build' --exclude='./build-*' --exclude='./.git' -cf - .) |
+    (cd "$copy" && tar -xf -)
+  (cd "$overlay" && tar -cf - .) | (cd "$copy" && tar -xf -)
+  echo "ab_variants: building from $copy, with $(cd "$overlay" && find . -type f | wc -l) file(s) of $OVERLAY over the tree"
+  ROOT="$copy"
+fi
+STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 variants=()
 while [[ $# -gt 0 && "$1" != "--" ]]; do variants+=("$1"); shift; done
 [[ ${#variants[@]} -eq 0 ]] && {
@@ -70,7 +87,8 @@ if [[ -n "$TESTS" ]]; then
     name="${v%%:*}"
     echo "== variant $name: GPU tests '$TESTS' =="
     log="$OUTDIR/tests-$name.log"
-    "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" >"$log" 2>&1
+    timeout "$STEP_TIMEOUT" "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" \
+      >"$log" 2>&1
     rc=$?
     grep -E '^\[  (PASSED|FAILED)  \]' "$log" | sed 's/^/  /'
     passed="$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')"
@@ -89,7 +107,7 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
     for v in "${variants[@]}"; do
       name="${v%%:*}"
       echo "== variant $name (round $round, set $si: ${args[*]+"${args[*]}"}) =="
-      "$ROOT/build-ab/$name/bench_gemm" ${args[@]+"${args[@]}"} \
+      timeout "$STEP_TIMEOUT" "$ROOT/build-ab/$name/bench_gemm" ${args[@]+"${args[@]}"} \
         --json "$OUTDIR/$name-s$si-$round.json" | sed -n '/^gemm /,$p'
     done
   done
