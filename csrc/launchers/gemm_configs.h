@@ -28,11 +28,12 @@ void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream);
 
-// Rows and columns of one output tile of each tile config: what the scheduler counts M-tiles
-// with. The SM90 hybrid (sm90_128x128, split) computes 64-row tiles, one per consumer warpgroup.
-// Every launcher static_asserts that the kernel config it launches for a tile has these sizes:
-// a kernel decoding other tiles than the scheduler counted would still compute every row, only
-// twice over or not at all (PERF.md, seventeenth session).
+// Rows of one output tile of each tile config, which the scheduler counts M-tiles with (the SM90
+// hybrid, sm90_128x128 split, computes 64-row tiles, one per consumer warpgroup), and the columns
+// its name promises (the launchers count N-tiles with the config's own BN). Every launcher
+// static_asserts that the kernel config it launches for a tile has these sizes: a kernel decoding
+// other tiles than the scheduler counted would compute rows twice over or not at all (PERF.md,
+// seventeenth session).
 constexpr int tile_block_m(GemmTile t, bool hybrid) {
   if (hybrid && t == GemmTile::kSm90_128x128) return 64;
   return t == GemmTile::k64x64 ? 64 : 128;
