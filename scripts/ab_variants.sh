@@ -82,14 +82,18 @@ if [[ $fail -ne 0 ]]; then
   exit 1
 fi
 test_lines=()
+# Variants whose test or benchmark run hit STEP_TIMEOUT: their remaining runs are skipped, so a
+# hanging experiment costs one step, not one per round and argument set.
+declare -A hung=()
 if [[ -n "$TESTS" ]]; then
   for v in "${variants[@]}"; do
     name="${v%%:*}"
     echo "== variant $name: GPU tests '$TESTS' =="
     log="$OUTDIR/tests-$name.log"
-    timeout "$STEP_TIMEOUT" "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" \
+    timeout -k 10 "$STEP_TIMEOUT" "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" \
       >"$log" 2>&1
     rc=$?
+    [[ $rc -eq 124 ]] && hung[$name]=1
     grep -E '^\[  (PASSED|FAILED)  \]' "$log" | sed 's/^/  /'
     passed="$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')"
     if [[ $rc -eq 0 && -n "$passed" ]]; then
@@ -107,8 +111,13 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
     for v in "${variants[@]}"; do
       name="${v%%:*}"
       echo "== variant $name (round $round, set $si: ${args[*]+"${args[*]}"}) =="
-      timeout "$STEP_TIMEOUT" "$ROOT/build-ab/$name/bench_gemm" ${args[@]+"${args[@]}"} \
+      if [[ -n "${hung[$name]:-}" ]]; then
+        echo "  skipped: an earlier run of $name hit STEP_TIMEOUT ($STEP_TIMEOUT s)"
+        continue
+      fi
+      timeout -k 10 "$STEP_TIMEOUT" "$ROOT/build-ab/$name/bench_gemm" ${args[@]+"${args[@]}"} \
         --json "$OUTDIR/$name-s$si-$round.json" | sed -n '/^gemm /,$p'
+      [[ ${PIPESTATUS[0]} -eq 124 ]] && { hung[$name]=1; fail=1; test_lines+=("$(printf 'bench %-15s HUNG (over %s s)' "$name" "$STEP_TIMEOUT")"); }
     done
   done
 done
