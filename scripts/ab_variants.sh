@@ -15,8 +15,11 @@
 # per run, default build-ab), TESTS (a gtest filter: each variant also builds the GPU tests and
 # runs the matching ones before any timing, so an experiment's numbers come with its correctness;
 # e.g. TESTS='HybridGroupedGemm*:Overflow*'), EXTRA_TARGETS (more targets to build per variant),
-# STEP_TIMEOUT (seconds for each test or benchmark run, default 300: an experiment that hangs
-# costs one step, not the device call), OVERLAY (a folder mirroring the repository's paths,
+# STEP_TIMEOUT (seconds for each benchmark run, default 300), TEST_TIMEOUT (seconds for each
+# variant's GPU tests, default 600: the filter above takes about 100 s on an H100, and a 60 s
+# limit cut every variant's tests short in the eighteenth session); a run past its limit is taken
+# for a hang and the variant's remaining runs are skipped, so a hanging experiment costs one step,
+# not the device call. OVERLAY (a folder mirroring the repository's paths,
 # e.g. exp/ with exp/csrc/kernels/gemm/grouped_gemm_sm90.cuh: the variants are built from a copy
 # of the tree with those files laid over it, so an experiment's files need no git on the
 # device; stage them with `git show <commit>:<path> > exp/<path>`).
@@ -34,6 +37,7 @@ if [[ -n "${OVERLAY:-}" ]]; then
   ROOT="$copy"
 fi
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-600}"
 variants=()
 while [[ $# -gt 0 && "$1" != "--" ]]; do variants+=("$1"); shift; done
 [[ ${#variants[@]} -eq 0 ]] && {
@@ -82,7 +86,7 @@ if [[ $fail -ne 0 ]]; then
   exit 1
 fi
 test_lines=()
-# Variants whose test or benchmark run hit STEP_TIMEOUT: their remaining runs are skipped, so a
+# Variants whose test or benchmark run hit its time limit: their remaining runs are skipped, so a
 # hanging experiment costs one step, not one per round and argument set.
 declare -A hung=()
 if [[ -n "$TESTS" ]]; then
@@ -90,17 +94,19 @@ if [[ -n "$TESTS" ]]; then
     name="${v%%:*}"
     echo "== variant $name: GPU tests '$TESTS' =="
     log="$OUTDIR/tests-$name.log"
-    timeout -k 10 "$STEP_TIMEOUT" "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" \
+    timeout -k 10 "$TEST_TIMEOUT" "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" \
       >"$log" 2>&1
     rc=$?
-    [[ $rc -eq 124 ]] && hung[$name]=1
+    [[ $rc -eq 124 || $rc -eq 137 ]] && hung[$name]=1
     grep -E '^\[  (PASSED|FAILED)  \]' "$log" | sed 's/^/  /'
     passed="$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')"
     if [[ $rc -eq 0 && -n "$passed" ]]; then
       test_lines+=("$(printf 'tests %-15s PASS (%s tests)' "$name" "$passed")")
     else
-      test_lines+=("$(printf 'tests %-15s FAIL (exit %s; %s): its times below are not of a correct kernel' \
-        "$name" "$rc" "$log")")
+      why="exit $rc"
+      [[ $rc -eq 124 || $rc -eq 137 ]] && why="timed out after TEST_TIMEOUT=$TEST_TIMEOUT s"
+      test_lines+=("$(printf 'tests %-15s FAIL (%s; %s): its times below are not of a correct kernel' \
+        "$name" "$why" "$log")")
       fail=1
     fi
   done
@@ -112,7 +118,7 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
       name="${v%%:*}"
       echo "== variant $name (round $round, set $si: ${args[*]+"${args[*]}"}) =="
       if [[ -n "${hung[$name]:-}" ]]; then
-        echo "  skipped: an earlier run of $name hit STEP_TIMEOUT ($STEP_TIMEOUT s)"
+        echo "  skipped: an earlier run of $name hit its time limit (a hang?)"
         continue
       fi
       timeout -k 10 "$STEP_TIMEOUT" "$ROOT/build-ab/$name/bench_gemm" ${args[@]+"${args[@]}"} \
