@@ -28,19 +28,14 @@ void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream);
 
-// Rows and columns of one output tile of each tile config: what the scheduler counts M-tiles
-// with. The SM90 hybrid (sm90_128x128, split) computes 64-row tiles, one per consumer warpgroup.
-// Every launcher static_asserts that the kernel config it launches for a tile has these sizes:
-// a kernel decoding other tiles than the scheduler counted would still compute every row, only
-// twice over or not at all (PERF.md, seventeenth session).
+// Rows of one output tile of each tile config, which the scheduler counts M-tiles with (the SM90
+// hybrid, sm90_128x128 split, computes 64-row tiles, one per consumer warpgroup), and the columns
+// its name promises (the launchers count N-tiles with the config's own BN). Every launcher
+// static_asserts that the kernel config it launches for a tile has these sizes: a kernel decoding
+// other tiles than the scheduler counted would compute rows twice over or not at all (PERF.md,
+// seventeenth session).
 constexpr int tile_block_m(GemmTile t, bool hybrid) {
-#if defined(I8H_EXP_COOP) || defined(I8H_EXP_CLUSTER)
-  // TIMING EXPERIMENT: the cooperative hybrid, or a cluster's pair of 64-row halves, counts
-  // 128-row tiles.
-  if (hybrid && t == GemmTile::kSm90_128x128) return 128;
-#else
   if (hybrid && t == GemmTile::kSm90_128x128) return 64;
-#endif
   return t == GemmTile::k64x64 ? 64 : 128;
 }
 constexpr int tile_block_n(GemmTile t) {
@@ -50,7 +45,7 @@ constexpr int tile_block_n(GemmTile t) {
 // The config launched for `t` tiles the output as the scheduler counts it.
 template <class Cfg>
 constexpr bool config_matches_tile(GemmTile t, bool hybrid) {
-  return Cfg::kTileM == tile_block_m(t, hybrid) && Cfg::BN == tile_block_n(t);
+  return Cfg::BM == tile_block_m(t, hybrid) && Cfg::BN == tile_block_n(t);
 }
 
 }  // namespace int8_hybrid_moe::gemm

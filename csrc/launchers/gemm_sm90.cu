@@ -23,19 +23,7 @@ namespace {
 // beats by 2% at the default shape and 8-32% at decode (docs/PERF.md twelfth session).
 using Sm90PerTokenTile = Sm90TileConfig<6, false, 128, 128, 1, /*pingpong=*/true>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#if defined(I8H_EXP_COOP)
-// TIMING EXPERIMENT: the cooperative 128 x 128 hybrid (both warpgroups share each stage).
-using Sm90HybridTile = Sm90TileConfig<I8H_EXP_COOP, true, 128, 128>;
-#elif defined(I8H_EXP_CLUSTER)
-// TIMING EXPERIMENT: the split in clusters of two CTAs sharing each B stage by TMA multicast.
-using Sm90HybridTile = Sm90TileConfig<3, true, 128, 64, 1, false, /*split=*/true, /*cluster=*/2>;
-#else
-#ifndef I8H_EXP_HYB_STAGES
-#define I8H_EXP_HYB_STAGES 3
-#endif
-// TIMING EXPERIMENT: stages per ring of the split hybrid (3 shipped).
-using Sm90HybridTile = Sm90TileConfig<I8H_EXP_HYB_STAGES, true, 128, 64, 1, false, /*split=*/true>;
-#endif
+using Sm90HybridTile = Sm90TileConfig<3, true, 128, 64, 1, false, /*split=*/true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
@@ -88,36 +76,10 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   params.tile_table_in_smem = Cfg::smem_bytes(p.num_experts, true) <= Cfg::kSmemLimit;
   const int smem = static_cast<int>(Cfg::smem_bytes(p.num_experts, params.tile_table_in_smem));
   params.tma_a = make_int8_tensor_map(p.A, p.R, p.K, Cfg::BM);
-  // Cluster: each CTA loads its share of the B tile (multicast to both).
-  params.tma_b =
-      make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN / Cfg::kClusterM);
-  if constexpr (Cfg::kClusterM == 1) {
-    const int64_t grid =
-        std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());
-    kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, smem, stream>>>(params);
-  } else {
-    cudaLaunchConfig_t cfg{};
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = Cfg::kClusterM;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.blockDim = dim3(Cfg::kThreads);
-    cfg.dynamicSmemBytes = static_cast<size_t>(smem);
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    // As many clusters as fit at once (one CTA per SM; a GPC's SM count need not be even).
-    cfg.gridDim = dim3(static_cast<unsigned>(::int8_hybrid_moe::detail::current_device_sm_count() /
-                                             Cfg::kClusterM * Cfg::kClusterM));
-    int max_clusters = 0;
-    I8H_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&max_clusters, kernel, &cfg));
-    if (max_clusters < 1)
-      throw CudaError("int8_grouped_gemm (SM90): no cluster of the hybrid kernel fits an SM pair");
-    cfg.gridDim =
-        dim3(static_cast<unsigned>(Cfg::kClusterM * std::min<int64_t>(tiles, max_clusters)));
-    I8H_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, params));
-  }
+  params.tma_b = make_int8_tensor_map(p.B, int64_t(p.num_experts) * p.N, p.K, Cfg::BN);
+  const int64_t grid =
+      std::min<int64_t>(tiles, ::int8_hybrid_moe::detail::current_device_sm_count());
+  kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, smem, stream>>>(params);
   I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
 }
 

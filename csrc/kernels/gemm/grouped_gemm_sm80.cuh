@@ -31,7 +31,6 @@ namespace int8_hybrid_moe::gemm {
 template <int BM_, int BN_, int BK_, int WM_, int WN_, int Stages_>
 struct TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_, Stages = Stages_;
-  static constexpr int kTileM = BM;  // rows of the tile the scheduler counts
   static constexpr int kThreads = WM * WN * 32;
   static_assert(BK == 64 || BK == 128, "K tile is 64 or 128 int8 (one swizzled 16-byte row set)");
   static_assert(BM % (16 * WM) == 0 && BN % (16 * WN) == 0, "warp layout must tile the CTA");

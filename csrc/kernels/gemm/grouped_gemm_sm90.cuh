@@ -50,7 +50,6 @@
 #include <type_traits>
 
 #include <cute/tensor.hpp>
-#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -67,22 +66,15 @@ namespace int8_hybrid_moe::gemm {
 // Split (hybrid only, BM = 64): two consumer warpgroups, each with its own producer warp and
 // stage ring, owning whole 64 x BN tiles (see the file comment).
 template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
-          bool kPingpong_ = false, bool kSplit_ = false, int ClusterM_ = 1>
+          bool kPingpong_ = false, bool kSplit_ = false>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
-  // Cluster of kClusterM CTAs along M (split only): the CTAs' rings r compute the 64-row halves
-  // of one 128-row tile and share its B stage, each CTA loading BN / kClusterM rows of it with
-  // TMA multicast into both, so B crosses L2 -> SM once per 128 rows. The scheduler counts
-  // kTileM-row tiles.
-  static constexpr int kClusterM = ClusterM_;
-  static constexpr int kTileM = BM * kClusterM;
   static constexpr bool kPingpong = kPingpong_;
   // Split (hybrid): two independent halves, each a producer warp and a consumer warpgroup owning
   // whole 64-row tiles and its own stage ring (see the file comment).
   static constexpr bool kSplit = kSplit_;
   static constexpr int kRings = kSplit ? 2 : 1;
   static_assert(!kSplit || (kHybrid_ && BM == 64 && !kPingpong), "split: hybrid 64-row tiles");
-  static_assert(kClusterM == 1 || (kSplit && kClusterM == 2), "clusters: the split, two CTAs");
   // Consumer warpgroups along M and N sharing one tile (pingpong: one, the whole tile).
   static constexpr int kWgM = kPingpong ? 1 : BM / 64, kWgN = kPingpong ? 1 : WgN_;
   static constexpr int kWgTileN = BN / kWgN;  // columns of one warpgroup's tile
@@ -106,8 +98,7 @@ struct Sm90TileConfig {
   // leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
   // (H100, docs/PERF.md thirteenth session).
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
-  // Cluster: 56 (the multicast and the peer rank; 48 spilled), at no cost to the consumers (224).
-  static constexpr int kProducerRegs = kSplit ? (kClusterM > 1 ? 56 : 48) : 40;
+  static constexpr int kProducerRegs = kSplit ? 48 : 40;
   static constexpr int kConsumerRegs =
       (kLaunchRegs * kThreads - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kLaunchRegs * kThreads,
@@ -129,13 +120,9 @@ struct Sm90TileConfig {
       cute::GMMA::Layout_K_SW128_Atom<int8_t>{},
       cute::make_shape(cute::Int<BN>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
   static constexpr uint32_t kStageTxBytes = (BM + BN) * BK;
-// Hybrid block scales: two slots of kScaleBlocks blocks, block-major; rows padded by 4 words so
-// the producer's transposing 4-byte copies (8 blocks x 4 rows per warp) hit 32 distinct banks.
-#ifndef I8H_EXP_SCALE_BLOCKS
-#define I8H_EXP_SCALE_BLOCKS 8
-#endif
-  // TIMING EXPERIMENT: blocks per scale chunk (8 shipped; 4 frees shared memory for a 4th stage).
-  static constexpr int kScaleBlocks = I8H_EXP_SCALE_BLOCKS, kScaleSlots = kHybrid ? 2 : 1;
+  // Hybrid block scales: two slots of kScaleBlocks blocks, block-major; rows padded by 4 words so
+  // the producer's transposing 4-byte copies (8 blocks x 4 rows per warp) hit 32 distinct banks.
+  static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
   static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
 
   struct Ring {
@@ -202,7 +189,7 @@ template <class Cfg>
 __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const GroupedGemmParams& p,
                                                  const TileCoord& tc, int slot, int b0, int lane) {
   constexpr int CB = Cfg::kScaleBlocks;
-  static_assert(32 % CB == 0, "lane -> (row, block) mapping: whole rows per warp step");
+  static_assert(CB == 8, "lane -> (row, block) mapping below assumes 8 blocks per chunk");
   const int nblk = min(CB, p.nb - b0);
   const int g0 = b0 / p.blocks_per_group;
   const int ngrp = (b0 + nblk - 1) / p.blocks_per_group - g0 + 1;  // <= nblk
@@ -287,9 +274,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int s = 0; s < Stages; ++s) {
         TxBarrier::init(&S.full[s], 1);  // the TMA thread's arrive with the byte count
         // Pingpong: one warpgroup consumes each stage.
-        // Cluster: a stage is refilled (in both CTAs, by multicast) once the consumers of both
-        // CTAs released it.
-        Barrier::init(&S.empty[s], Cfg::kPingpong ? 4 : kRingConsumerWarps * Cfg::kClusterM);
+        Barrier::init(&S.empty[s], Cfg::kPingpong ? 4 : kRingConsumerWarps);
       }
       for (int s = 0; s < Cfg::kScaleSlots; ++s) {
         Barrier::init(&S.scale_full[s], 32);  // one cp.async arrive per producer lane
@@ -302,491 +287,391 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     cute::prefetch_tma_descriptor(&P.tma_b);
   }
   __syncthreads();
-  constexpr bool kCluster = Cfg::kClusterM > 1;
-  // Cluster: the peer's multicasts and remote arrives may target this CTA's barriers only once
-  // they are initialized, and this CTA may exit only once the peer no longer does (the sync at
-  // the end).
-  if constexpr (kCluster) cute::cluster_sync();
-  const uint32_t cta_rank = kCluster ? cute::block_rank_in_cluster() : 0;
-  const int cluster_id = static_cast<int>(blockIdx.x) / Cfg::kClusterM;
-  const int num_clusters = static_cast<int>(gridDim.x) / Cfg::kClusterM;
 
-  [&] {  // the body returns here, so every thread reaches the cluster's closing sync
-    const int total_tiles = tile_offsets[p.num_experts] * p.n_tiles;
-    // Hybrid: block b covers K tiles [b * T, min((b + 1) * T, k_tiles)), T = p.k_tiles_per_block
-    // (1 unless kMultiTileBlock).
-    const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
-    // Cluster: the kTileM-row tile's 64-row half of this CTA (rows_valid <= 0: none of its rows).
-    auto tile_at = [&](int t) {
-      TileCoord tc = decode_tile(p, tile_offsets, t / p.n_tiles, t % p.n_tiles, Cfg::kTileM, BN);
-      if constexpr (kCluster) {
-        tc.row0 += int64_t(cta_rank) * BM;
-        tc.rows_valid = min(tc.rows_valid - static_cast<int>(cta_rank) * BM, BM);
-      }
-      return tc;
-    };
+  const int total_tiles = tile_offsets[p.num_experts] * p.n_tiles;
+  // Hybrid: block b covers K tiles [b * T, min((b + 1) * T, k_tiles)), T = p.k_tiles_per_block
+  // (1 unless kMultiTileBlock).
+  const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
+  auto tile_at = [&](int t) {
+    return decode_tile(p, tile_offsets, t / p.n_tiles, t % p.n_tiles, BM, BN);
+  };
 
-    if (warp_group == 0) {
-      // ---------------------------------------------------------------- producer warpgroup
-      cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-      if (Cfg::kRings == 1 ? warp != 0 : warp >= Cfg::kRings) return;
-      // Split: producer warp r fills ring r with the tiles of consumer warpgroup r.
-      const int ring = Cfg::kRings == 1 ? 0 : warp;
-      auto& S = St.ring[ring];
-      sm90::PipeState<Stages> ps;
-      sm90::PipeState<Cfg::kScaleSlots> ss;
-      constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-      for (int t = cluster_id + ring * num_clusters; t < total_tiles;
-           t += Cfg::kRings * num_clusters) {
-        const TileCoord tc = tile_at(t);
-        const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
-        // Multi-tile blocks: K tiles left until the next scale chunk (a countdown, not a modulo by
-        // the runtime chunk length, in the producer's few registers).
-        int to_chunk = 0;
-        for (int kt = 0; kt < k_tiles; ++kt) {
-          if constexpr (kHybrid) {
-            bool chunk_start;
-            if constexpr (kMultiTileBlock) {
-              chunk_start = to_chunk == 0;
-              if (chunk_start) to_chunk = Cfg::kScaleBlocks * p.k_tiles_per_block;
-              --to_chunk;
-            } else {
-              chunk_start = kt % Cfg::kScaleBlocks == 0;  // K tile kt = block kt
-            }
-            if (chunk_start) {
-              Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
-              sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage,
-                                          kMultiTileBlock ? kt / p.k_tiles_per_block : kt, lane);
-              // Counts as this lane's arrival once its copies so far have landed.
-              cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
-              ss.advance();
-            }
-          }
-          Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
-          if (lane == 0) {
-            if (!kHybrid && kt == 0) {
-              S.coord[ps.stage] = tc;
-              // Kept before the arrive, whose release.cta semantics publish it to the consumers'
-              // acquiring wait (the CUTLASS asm has no memory clobber to order it for the
-              // compiler).
-              asm volatile("" ::: "memory");
-            }
-            TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
-            SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage],
-                                   kt * BK, static_cast<int>(tc.row0));
-            if constexpr (kCluster) {
-              // This CTA's BN / 2 rows of the shared B tile, into both CTAs at the same offset
-              // (the 128-byte swizzle repeats every 8 rows, so a half lands in the full tile's
-              // layout), completing bytes on both CTAs' full barrier of this stage.
-              constexpr int kRowsB = BN / Cfg::kClusterM;
-              SM90_TMA_LOAD_MULTICAST_2D::copy(
-                  &P.tma_b, &S.full[ps.stage], static_cast<uint16_t>((1u << Cfg::kClusterM) - 1u),
-                  kEvictNormal, S.B[ps.stage] + cta_rank * kRowsB * BK, kt * BK,
-                  b_row0 + static_cast<int>(cta_rank) * kRowsB);
-            } else {
-              SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage],
-                                     kt * BK, b_row0);
-            }
-          }
-          ps.advance();
-        }
-      }
-      return;
-    }
-
-    // ------------------------------------------------------------------ consumer warpgroups
-    cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
-    const int ct = static_cast<int>(threadIdx.x) - 128;  // 0..255
-    const int ring = Cfg::kRings == 1 ? 0 : warp_group - 1;
+  if (warp_group == 0) {
+    // ---------------------------------------------------------------- producer warpgroup
+    cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
+    if (Cfg::kRings == 1 ? warp != 0 : warp >= Cfg::kRings) return;
+    // Split: producer warp r fills ring r with the tiles of consumer warpgroup r.
+    const int ring = Cfg::kRings == 1 ? 0 : warp;
     auto& S = St.ring[ring];
-    typename Cfg::TiledMma mma;
-    auto thr = mma.get_thread_slice(Cfg::kPingpong || Cfg::kSplit ? ct % 128 : ct);
-    Tensor sA = make_tensor(make_smem_ptr(&S.A[0][0]), typename Cfg::SmemLayoutA{});
-    Tensor sB = make_tensor(make_smem_ptr(&S.B[0][0]), typename Cfg::SmemLayoutB{});
-    Tensor tCrA = thr.make_fragment_A(thr.partition_A(sA));  // (MMA, 1, BK/32, Stages) descriptors
-    Tensor tCrB = thr.make_fragment_B(thr.partition_B(sB));
-    Tensor acc = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32, kWgTileN/2 values
-    constexpr int kV = decltype(size(acc))::value;
-    constexpr int kKSteps = BK / 32;
-    constexpr int kHalves = Cfg::kPingpong ? BM / 64 : 1;  // wgmma M halves of one warpgroup
-    static_assert(kV == Cfg::kWgTileN / 2 * kHalves, "64 x kWgTileN wgmma accumulators");
-    // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
-    // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
-    // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
-    // warp_group, so a `% kWgM` there would cost instructions and registers).
-    constexpr bool kShared = !Cfg::kPingpong && !Cfg::kSplit;  // warpgroups share each tile
-    const int wg_row0 = kShared && Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
-    const int wg_col0 = kShared && Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
-    const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
-    const int c_base = wg_col0 + 2 * (lane % 4);
-
     sm90::PipeState<Stages> ps;
-    auto release = [&](int stage) {
-      if (lane == 0) {
-        Barrier::arrive(&S.empty[stage]);
-        // Cluster: the peer's producer writes its half of B into this stage too.
-        if constexpr (kCluster) Barrier::arrive(&S.empty[stage], cta_rank ^ 1u, 1u);
-      }
-    };
-    auto release_scales = [&](int slot) {
-      if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
-    };
-    // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`), for the
-    // first `halves` 64-row M halves of the warpgroup's tile (cooperative: its one half; pingpong:
-    // both, or the first alone when the tile's other rows are all padding).
-    auto mma_tile = [&](auto halves, int stage, bool zero) {
-      warpgroup_fence_operand(acc);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int k = 0; k < kKSteps; ++k) {
-        CUTE_UNROLL
-        for (int m = 0; m < decltype(halves)::value; ++m) {
-          mma.accumulate_ = zero && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-          cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, 0, k, stage), acc(_, m, 0));
+    sm90::PipeState<Cfg::kScaleSlots> ss;
+    constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
+    for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
+      const TileCoord tc = tile_at(t);
+      const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
+      // Multi-tile blocks: K tiles left until the next scale chunk (a countdown, not a modulo by
+      // the runtime chunk length, in the producer's few registers).
+      int to_chunk = 0;
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        if constexpr (kHybrid) {
+          bool chunk_start;
+          if constexpr (kMultiTileBlock) {
+            chunk_start = to_chunk == 0;
+            if (chunk_start) to_chunk = Cfg::kScaleBlocks * p.k_tiles_per_block;
+            --to_chunk;
+          } else {
+            chunk_start = kt % Cfg::kScaleBlocks == 0;  // K tile kt = block kt
+          }
+          if (chunk_start) {
+            Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
+            sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage,
+                                        kMultiTileBlock ? kt / p.k_tiles_per_block : kt, lane);
+            // Counts as this lane's arrival once its copies so far have landed.
+            cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
+            ss.advance();
+          }
         }
-      }
-      warpgroup_commit_batch();
-    };
-    // One int32 accumulation over the next `n` K tiles (per-token: all of K; hybrid with
-    // kMultiTileBlock: one block's tiles); a stage is released once the wgmmas of the next K tile
-    // are issued and the previous batch has completed. Returns the last stage, released by the
-    // caller after its wait for the last batch.
-    auto mma_k_tiles = [&](auto halves, int n) {
-      int prev = -1;
-      for (int kt = 0; kt < n; ++kt) {
-        TxBarrier::wait(&S.full[ps.stage], ps.phase);
-        mma_tile(halves, ps.stage, kt == 0);
-        warpgroup_wait<1>();
-        if (prev >= 0) release(prev);
-        prev = ps.stage;
+        Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
+        if (lane == 0) {
+          if (!kHybrid && kt == 0) {
+            S.coord[ps.stage] = tc;
+            // Kept before the arrive, whose release.cta semantics publish it to the consumers'
+            // acquiring wait (the CUTLASS asm has no memory clobber to order it for the compiler).
+            asm volatile("" ::: "memory");
+          }
+          TxBarrier::arrive_and_expect_tx(&S.full[ps.stage], Cfg::kStageTxBytes);
+          SM90_TMA_LOAD_2D::copy(&P.tma_a, &S.full[ps.stage], kEvictNormal, S.A[ps.stage], kt * BK,
+                                 static_cast<int>(tc.row0));
+          SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
+                                 b_row0);
+        }
         ps.advance();
       }
-      return prev;
-    };
-    // Stores values [v0, v1) (v0, v1 multiples of 16) of the accumulator layout, value_of(v, hi)
-    // giving the fp32 result of value v (hi: row r_hi). Per row half and group of four 8-column
-    // blocks, the quad's 4-byte pairs are transposed so each lane writes one block's 8 columns as
-    // one 16-byte store: full 32-byte sectors, a quarter of the store instructions (PERF.md v11).
-    // (Pingpong: the second 64-row half's values start at v_off, stored at rows + row_off.)
-    auto store = [&](const TileCoord& tc, auto&& value_of, int v0, int v1, int row_off = 0,
-                     int v_off = 0) {
-      Out* gC = reinterpret_cast<Out*>(p.C) + tc.row0 * p.N + tc.n0;
-      const int q = lane % 4;
+    }
+    return;
+  }
+
+  // ------------------------------------------------------------------ consumer warpgroups
+  cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
+  const int ct = static_cast<int>(threadIdx.x) - 128;  // 0..255
+  const int ring = Cfg::kRings == 1 ? 0 : warp_group - 1;
+  auto& S = St.ring[ring];
+  typename Cfg::TiledMma mma;
+  auto thr = mma.get_thread_slice(Cfg::kPingpong || Cfg::kSplit ? ct % 128 : ct);
+  Tensor sA = make_tensor(make_smem_ptr(&S.A[0][0]), typename Cfg::SmemLayoutA{});
+  Tensor sB = make_tensor(make_smem_ptr(&S.B[0][0]), typename Cfg::SmemLayoutB{});
+  Tensor tCrA = thr.make_fragment_A(thr.partition_A(sA));  // (MMA, 1, BK/32, Stages) descriptors
+  Tensor tCrB = thr.make_fragment_B(thr.partition_B(sB));
+  Tensor acc = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32, kWgTileN/2 values
+  constexpr int kV = decltype(size(acc))::value;
+  constexpr int kKSteps = BK / 32;
+  constexpr int kHalves = Cfg::kPingpong ? BM / 64 : 1;  // wgmma M halves of one warpgroup
+  static_assert(kV == Cfg::kWgTileN / 2 * kHalves, "64 x kWgTileN wgmma accumulators");
+  // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
+  // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
+  // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
+  // warp_group, so a `% kWgM` there would cost instructions and registers).
+  constexpr bool kShared = !Cfg::kPingpong && !Cfg::kSplit;  // warpgroups share each tile
+  const int wg_row0 = kShared && Cfg::kWgN == 1 ? (warp_group - 1) * 64 : 0;
+  const int wg_col0 = kShared && Cfg::kWgM == 1 ? (warp_group - 1) * Cfg::kWgTileN : 0;
+  const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
+  const int c_base = wg_col0 + 2 * (lane % 4);
+
+  sm90::PipeState<Stages> ps;
+  auto release = [&](int stage) {
+    if (lane == 0) Barrier::arrive(&S.empty[stage]);
+  };
+  auto release_scales = [&](int slot) {
+    if (lane == 0) Barrier::arrive(&S.scale_empty[slot]);
+  };
+  // Issues the wgmmas of the K tile in `stage` into acc (zeroing it first when `zero`), for the
+  // first `halves` 64-row M halves of the warpgroup's tile (cooperative: its one half; pingpong:
+  // both, or the first alone when the tile's other rows are all padding).
+  auto mma_tile = [&](auto halves, int stage, bool zero) {
+    warpgroup_fence_operand(acc);
+    warpgroup_arrive();
+    CUTE_UNROLL
+    for (int k = 0; k < kKSteps; ++k) {
       CUTE_UNROLL
-      for (int vb = v0; vb < v1; vb += 16) {
+      for (int m = 0; m < decltype(halves)::value; ++m) {
+        mma.accumulate_ = zero && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, 0, k, stage), acc(_, m, 0));
+      }
+    }
+    warpgroup_commit_batch();
+  };
+  // One int32 accumulation over the next `n` K tiles (per-token: all of K; hybrid with
+  // kMultiTileBlock: one block's tiles); a stage is released once the wgmmas of the next K tile
+  // are issued and the previous batch has completed. Returns the last stage, released by the
+  // caller after its wait for the last batch.
+  auto mma_k_tiles = [&](auto halves, int n) {
+    int prev = -1;
+    for (int kt = 0; kt < n; ++kt) {
+      TxBarrier::wait(&S.full[ps.stage], ps.phase);
+      mma_tile(halves, ps.stage, kt == 0);
+      warpgroup_wait<1>();
+      if (prev >= 0) release(prev);
+      prev = ps.stage;
+      ps.advance();
+    }
+    return prev;
+  };
+  // Stores values [v0, v1) (v0, v1 multiples of 16) of the accumulator layout, value_of(v, hi)
+  // giving the fp32 result of value v (hi: row r_hi). Per row half and group of four 8-column
+  // blocks, the quad's 4-byte pairs are transposed so each lane writes one block's 8 columns as
+  // one 16-byte store: full 32-byte sectors, a quarter of the store instructions (PERF.md v11).
+  // (Pingpong: the second 64-row half's values start at v_off, stored at rows + row_off.)
+  auto store = [&](const TileCoord& tc, auto&& value_of, int v0, int v1, int row_off = 0,
+                   int v_off = 0) {
+    Out* gC = reinterpret_cast<Out*>(p.C) + tc.row0 * p.N + tc.n0;
+    const int q = lane % 4;
+    CUTE_UNROLL
+    for (int vb = v0; vb < v1; vb += 16) {
+      CUTE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        uint32_t w[4];  // columns c_base + 8 * (vb / 4 + jj) + {0, 1}
         CUTE_UNROLL
-        for (int h = 0; h < 2; ++h) {
-          uint32_t w[4];  // columns c_base + 8 * (vb / 4 + jj) + {0, 1}
-          CUTE_UNROLL
-          for (int jj = 0; jj < 4; ++jj) {
-            const int v = vb + 4 * jj + 2 * h;
-            w[jj] = detail::pack_out2<Out>(value_of(v, h != 0), value_of(v + 1, h != 0));
-          }
-          const uint4 block = detail::quad_transpose(w, q);
-          const int r = row_off + (h ? r_hi : r_lo), c = wg_col0 + 8 * ((vb - v_off) / 4 + q);
-          if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
-            *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
+        for (int jj = 0; jj < 4; ++jj) {
+          const int v = vb + 4 * jj + 2 * h;
+          w[jj] = detail::pack_out2<Out>(value_of(v, h != 0), value_of(v + 1, h != 0));
         }
+        const uint4 block = detail::quad_transpose(w, q);
+        const int r = row_off + (h ? r_hi : r_lo), c = wg_col0 + 8 * ((vb - v_off) / 4 + q);
+        if (r < tc.rows_valid && c < tc.cols_valid)  // N % 8 == 0: all 8 columns are valid
+          *reinterpret_cast<uint4*>(gC + int64_t(r) * p.N + c) = block;
       }
-    };
+    }
+  };
 
-    // Per-token epilogue scales (both consumer layouts). col_scales: the tile's first column scale.
-    // load_col_scales: this lane's column scales from 8-column block v0 / 4 on, as many as sbv
-    // holds pairs: sbv[2 j + {0, 1}] for columns c_base + 8 (v0 / 4 + j) + {0, 1} (0 past N).
-    auto col_scales = [&](const TileCoord& tc) {
-      return p.scale_b +
-             (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0 : int64_t(tc.expert));
-    };
-    auto load_col_scales = [&](const float* sb, const TileCoord& tc, int v0, auto& sbv) {
-      constexpr int kPairs = std::extent_v<std::remove_reference_t<decltype(sbv)>> / 2;
+  // Per-token epilogue scales (both consumer layouts). col_scales: the tile's first column scale.
+  // load_col_scales: this lane's column scales from 8-column block v0 / 4 on, as many as sbv
+  // holds pairs: sbv[2 j + {0, 1}] for columns c_base + 8 (v0 / 4 + j) + {0, 1} (0 past N).
+  auto col_scales = [&](const TileCoord& tc) {
+    return p.scale_b +
+           (p.scale_b_per_channel ? int64_t(tc.expert) * p.N + tc.n0 : int64_t(tc.expert));
+  };
+  auto load_col_scales = [&](const float* sb, const TileCoord& tc, int v0, auto& sbv) {
+    constexpr int kPairs = std::extent_v<std::remove_reference_t<decltype(sbv)>> / 2;
+    CUTE_UNROLL
+    for (int j = 0; j < kPairs; ++j) {
+      const int c = c_base + 8 * (v0 / 4 + j);
+      const bool ok = c < tc.cols_valid;
+      sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
+      sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+    }
+  };
+  // Scale of tile row r (rows past the expert's end read its last row's; they are never stored).
+  auto row_scale = [&](const TileCoord& tc, int r) {
+    return p.scale_a[p.scale_a_per_row ? tc.row0 + min(r, tc.rows_valid - 1) : 0];
+  };
+
+  if constexpr (Cfg::kPingpong) {
+    // Consumer warpgroup w takes tiles j = w, w + 2, ... of the CTA's sequence
+    // blockIdx.x + j * gridDim.x; tile j's K tiles hold ring positions j * k_tiles on. Its main
+    // loop waits (named barrier 1 + w) until the other warpgroup has issued all wgmmas of tile
+    // j - 1 and then signals the other's barrier, so the two main loops alternate on the tensor
+    // core and each epilogue runs under the other warpgroup's wgmmas. Every wait pairs with one
+    // signal: a warpgroup signals only when the tile after its own exists.
+    const int w = warp_group - 1;
+    for (int j = w, t = blockIdx.x + w * gridDim.x; t < total_tiles; j += 2, t += 2 * gridDim.x) {
+      // The turn comes first: a full barrier's parity wait is only valid while its stage is at
+      // most one fill ahead of the wait, which holds once the other warpgroup has waited for
+      // every stage of tile j - 1 (a warpgroup's next tile lies k_tiles, often several ring
+      // wraps, past its last one).
+      if (j > 0) cutlass::arch::NamedBarrier::sync(256, 1 + w);
+      const int64_t pos = int64_t(j) * k_tiles;
+      ps.stage = static_cast<int>(pos % Stages);
+      ps.phase = static_cast<uint32_t>(pos / Stages) & 1u;
+      TxBarrier::wait(&S.full[ps.stage], ps.phase);
+      asm volatile("" ::: "memory");  // the read stays after the acquiring wait
+      const TileCoord tc = S.coord[ps.stage];
+      // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
+      // around whole main loops, so ptxas does not serialize the wgmmas, C7518).
+      const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
+      const int prev = both ? mma_k_tiles(Int<kHalves>{}, k_tiles) : mma_k_tiles(Int<1>{}, k_tiles);
+      if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
+      // The epilogue of the cooperative path below, per 64-row half.
+      float sbv[kV / kHalves / 2];  // the columns of both halves
+      load_col_scales(col_scales(tc), tc, 0, sbv);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc);
+      release(prev);
       CUTE_UNROLL
-      for (int j = 0; j < kPairs; ++j) {
-        const int c = c_base + 8 * (v0 / 4 + j);
-        const bool ok = c < tc.cols_valid;
-        sbv[2 * j] = ok ? sb[p.scale_b_per_channel ? c : 0] : 0.f;
-        sbv[2 * j + 1] = ok ? sb[p.scale_b_per_channel ? c + 1 : 0] : 0.f;
+      for (int m = 0; m < kHalves; ++m) {
+        if (m > 0 && !both) break;
+        const int r0 = 64 * m;
+        const float sa_lo = row_scale(tc, r0 + r_lo), sa_hi = row_scale(tc, r0 + r_hi);
+        constexpr int kHalfV = kV / kHalves;
+        store(
+            tc,
+            [&](int v, bool hi) {
+              return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
+                     sbv[2 * ((v - m * kHalfV) >> 2) + (v & 1)];
+            },
+            m * kHalfV, (m + 1) * kHalfV, r0, m * kHalfV);
       }
-    };
-    // Scale of tile row r (rows past the expert's end read its last row's; they are never stored).
-    auto row_scale = [&](const TileCoord& tc, int r) {
-      return p.scale_a[p.scale_a_per_row ? tc.row0 + min(r, tc.rows_valid - 1) : 0];
-    };
-
-    if constexpr (Cfg::kPingpong) {
-      // Consumer warpgroup w takes tiles j = w, w + 2, ... of the CTA's sequence
-      // blockIdx.x + j * gridDim.x; tile j's K tiles hold ring positions j * k_tiles on. Its main
-      // loop waits (named barrier 1 + w) until the other warpgroup has issued all wgmmas of tile
-      // j - 1 and then signals the other's barrier, so the two main loops alternate on the tensor
-      // core and each epilogue runs under the other warpgroup's wgmmas. Every wait pairs with one
-      // signal: a warpgroup signals only when the tile after its own exists.
-      const int w = warp_group - 1;
-      for (int j = w, t = blockIdx.x + w * gridDim.x; t < total_tiles; j += 2, t += 2 * gridDim.x) {
-        // The turn comes first: a full barrier's parity wait is only valid while its stage is at
-        // most one fill ahead of the wait, which holds once the other warpgroup has waited for
-        // every stage of tile j - 1 (a warpgroup's next tile lies k_tiles, often several ring
-        // wraps, past its last one).
-        if (j > 0) cutlass::arch::NamedBarrier::sync(256, 1 + w);
-        const int64_t pos = int64_t(j) * k_tiles;
-        ps.stage = static_cast<int>(pos % Stages);
-        ps.phase = static_cast<uint32_t>(pos / Stages) & 1u;
+    }
+  } else {
+    sm90::PipeState<Cfg::kScaleSlots> ss;
+    for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
+      TileCoord tc;
+      if constexpr (kHybrid) {
+        tc = tile_at(t);
+      } else {  // published by the producer with the tile's first stage (see the file comment)
         TxBarrier::wait(&S.full[ps.stage], ps.phase);
         asm volatile("" ::: "memory");  // the read stays after the acquiring wait
-        const TileCoord tc = S.coord[ps.stage];
-        // Rows past 64 all padding: the second M half's wgmmas are skipped (warp-uniform branch
-        // around whole main loops, so ptxas does not serialize the wgmmas, C7518).
-        const bool both = __shfl_sync(0xffffffffu, tc.rows_valid > 64, 0);
-        const int prev =
-            both ? mma_k_tiles(Int<kHalves>{}, k_tiles) : mma_k_tiles(Int<1>{}, k_tiles);
-        if (t + gridDim.x < total_tiles) cutlass::arch::NamedBarrier::arrive(256, 2 - w);
-        // The epilogue of the cooperative path below, per 64-row half.
-        float sbv[kV / kHalves / 2];  // the columns of both halves
-        load_col_scales(col_scales(tc), tc, 0, sbv);
+        tc = S.coord[ps.stage];
+      }
+      // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
+      // often short), or whose columns all lie past N, skips its wgmmas and rescales; it still
+      // takes part in the stage hand-off. (Broadcast from lane 0 so the compiler sees a
+      // warp-uniform branch around the wgmmas; a possibly divergent one makes ptxas serialize
+      // them, C7518.)
+      const bool active = __shfl_sync(
+          0xffffffffu, wg_row0 < tc.rows_valid && (Cfg::kWgN == 1 || wg_col0 < tc.cols_valid), 0);
+      if constexpr (!kHybrid) {
+        if (!active) {
+          for (int kt = 0; kt < k_tiles; ++kt) {
+            TxBarrier::wait(&S.full[ps.stage], ps.phase);
+            release(ps.stage);
+            ps.advance();
+          }
+          continue;
+        }
+        const int prev = mma_k_tiles(Int<1>{}, k_tiles);
+        // Scales first (registers), stores after: no load waits behind a store it might alias.
+        // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns'
+        // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
+        // loaded before the last wgmmas complete, so their latency hides under them.
+        constexpr int kChunkV = kV < 64 ? kV : 64;
+        const float* sb = col_scales(tc);
+        float sbv[kChunkV / 2];  // the columns of chunk v0
+        const float sa_lo = row_scale(tc, r_lo), sa_hi = row_scale(tc, r_hi);
+        load_col_scales(sb, tc, 0, sbv);
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc);
         release(prev);
         CUTE_UNROLL
-        for (int m = 0; m < kHalves; ++m) {
-          if (m > 0 && !both) break;
-          const int r0 = 64 * m;
-          const float sa_lo = row_scale(tc, r0 + r_lo), sa_hi = row_scale(tc, r0 + r_hi);
-          constexpr int kHalfV = kV / kHalves;
+        for (int v0 = 0; v0 < kV; v0 += kChunkV) {
+          if (v0 > 0) load_col_scales(sb, tc, v0, sbv);
           store(
               tc,
               [&](int v, bool hi) {
                 return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
-                       sbv[2 * ((v - m * kHalfV) >> 2) + (v & 1)];
+                       sbv[2 * ((v - v0) >> 2) + (v & 1)];
               },
-              m * kHalfV, (m + 1) * kHalfV, r0, m * kHalfV);
+              v0, v0 + kChunkV);
         }
-      }
-    } else {
-      sm90::PipeState<Cfg::kScaleSlots> ss;
-#ifdef I8H_EXP_COOP_OFFSET
-      // TIMING EXPERIMENT (cooperative hybrid only): the second warpgroup starts its first block
-      // once the first has waited for its first block's wgmmas, so the two run half a block apart
-      // and one's rescale can run under the other's wgmmas. Named barrier 3 (1, 2: pingpong).
-      static_assert(!kHybrid || kShared, "I8H_EXP_COOP_OFFSET: the cooperative hybrid only");
-      bool offset_pending = true;
-      static_cast<void>(offset_pending);
-#endif
-      for (int t = cluster_id + ring * num_clusters; t < total_tiles;
-           t += Cfg::kRings * num_clusters) {
-        TileCoord tc;
-        if constexpr (kHybrid) {
-          tc = tile_at(t);
-        } else {  // published by the producer with the tile's first stage (see the file comment)
-          TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          asm volatile("" ::: "memory");  // the read stays after the acquiring wait
-          tc = S.coord[ps.stage];
-        }
-        // A warpgroup whose 64 rows all lie past the expert's end (the last M-tile of an expert is
-        // often short), or whose columns all lie past N, skips its wgmmas and rescales; it still
-        // takes part in the stage hand-off. (Broadcast from lane 0 so the compiler sees a
-        // warp-uniform branch around the wgmmas; a possibly divergent one makes ptxas serialize
-        // them, C7518.)
-        const bool active = __shfl_sync(
-            0xffffffffu, wg_row0 < tc.rows_valid && (Cfg::kWgN == 1 || wg_col0 < tc.cols_valid), 0);
-        if constexpr (!kHybrid) {
-          if (!active) {
-            for (int kt = 0; kt < k_tiles; ++kt) {
-              TxBarrier::wait(&S.full[ps.stage], ps.phase);
-              release(ps.stage);
-              ps.advance();
-            }
-            continue;
-          }
-          const int prev = mma_k_tiles(Int<1>{}, k_tiles);
-          // Scales first (registers), stores after: no load waits behind a store it might alias.
-          // 128 columns at a time: 32 scale registers next to the accumulator (all 256 columns'
-          // scales at once spill with the 128 x 256 tile). The first chunk's and the row scales are
-          // loaded before the last wgmmas complete, so their latency hides under them.
-          constexpr int kChunkV = kV < 64 ? kV : 64;
-          const float* sb = col_scales(tc);
-          float sbv[kChunkV / 2];  // the columns of chunk v0
-          const float sa_lo = row_scale(tc, r_lo), sa_hi = row_scale(tc, r_hi);
-          load_col_scales(sb, tc, 0, sbv);
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(acc);
-          release(prev);
+      } else {
+        Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
+        Tensor acc_f = make_tensor_like<float>(acc);
+        clear(acc_i);
+        clear(acc_f);
+        // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
+        // group `gi` of scale slot `sl`.
+        auto f_quad = [&](int sl, int gi, int v, float(&f)[4]) {
+          const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
+          const float2 fb = *reinterpret_cast<const float2*>(&S.fb[sl][gi][c_base + 8 * (v >> 2)]);
+          f[0] = fa_lo * fb.x;
+          f[1] = fa_lo * fb.y;
+          f[2] = fa_hi * fb.x;
+          f[3] = fa_hi * fb.y;
+        };
+        // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
+        auto flush_chunk = [&](int sl, int gi) {
           CUTE_UNROLL
-          for (int v0 = 0; v0 < kV; v0 += kChunkV) {
-            if (v0 > 0) load_col_scales(sb, tc, v0, sbv);
-            store(
-                tc,
-                [&](int v, bool hi) {
-                  return static_cast<float>(acc(v)) * (hi ? sa_hi : sa_lo) *
-                         sbv[2 * ((v - v0) >> 2) + (v & 1)];
-                },
-                v0, v0 + kChunkV);
-          }
-        } else {
-          Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
-          Tensor acc_f = make_tensor_like<float>(acc);
-          clear(acc_i);
-          clear(acc_f);
-          // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1),
-          // super group `gi` of scale slot `sl`.
-          auto f_quad = [&](int sl, int gi, int v, float(&f)[4]) {
-            const float fa_lo = S.fa[sl][gi][r_lo], fa_hi = S.fa[sl][gi][r_hi];
-            const float2 fb =
-                *reinterpret_cast<const float2*>(&S.fb[sl][gi][c_base + 8 * (v >> 2)]);
-            f[0] = fa_lo * fb.x;
-            f[1] = fa_lo * fb.y;
-            f[2] = fa_hi * fb.x;
-            f[3] = fa_hi * fb.y;
-          };
-          // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
-          auto flush_chunk = [&](int sl, int gi) {
+          for (int v = 0; v < kV; v += 4) {
+            float f[4];
+            f_quad(sl, gi, v, f);
             CUTE_UNROLL
-            for (int v = 0; v < kV; v += 4) {
-              float f[4];
-              f_quad(sl, gi, v, f);
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) {
-                acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
-                acc_i(v + i) = 0;
-              }
+            for (int i = 0; i < 4; ++i) {
+              acc_f(v + i) = fmaf(static_cast<float>(acc_i(v + i)), f[i], acc_f(v + i));
+              acc_i(v + i) = 0;
             }
-          };
-          auto main_loop = [&](auto fp32_terms) {
-            constexpr bool kFp32 = decltype(fp32_terms)::value;
-            int j = 0,
-                g0 = 0;  // block index inside the scale chunk, first super group of the chunk
-#ifdef I8H_EXP_NO_DRAIN
-            int nd_prev = -1;  // TIMING EXPERIMENT: the stage of the batch still in flight
-            static_cast<void>(nd_prev);
-#endif
-            // The block sum is complete after the wgmmas of the block's K tiles (one unless
-            // kMultiTileBlock).
-            for (BlockCursor block; block.b < p.nb; block.next(p)) {
-              const bool flush = block.flush(p);
-              const bool last_block = block.b + 1 == p.nb;
-              if (j == 0) {
-                Barrier::wait(&S.scale_full[ss.stage], ss.phase);
-                g0 = block.g;
+          }
+        };
+        auto main_loop = [&](auto fp32_terms) {
+          constexpr bool kFp32 = decltype(fp32_terms)::value;
+          int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
+          // The block sum is complete after the wgmmas of the block's K tiles (one unless
+          // kMultiTileBlock).
+          for (BlockCursor block; block.b < p.nb; block.next(p)) {
+            const bool flush = block.flush(p);
+            const bool last_block = block.b + 1 == p.nb;
+            if (j == 0) {
+              Barrier::wait(&S.scale_full[ss.stage], ss.phase);
+              g0 = block.g;
+            }
+            // K tiles of this block (the last block may be short).
+            const int block_tiles =
+                kMultiTileBlock ? min(p.k_tiles_per_block, k_tiles - block.b * p.k_tiles_per_block)
+                                : 1;
+            if constexpr (!kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
+            // One branch holds the wgmmas, their wait and the reads of their accumulator: split
+            // over several, ptxas cannot pair them and inserts waits (C7517).
+            if (!active) {
+              for (int s = 0; s < block_tiles; ++s) {
+                if constexpr (kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
+                release(ps.stage);
+                ps.advance();
               }
-              // K tiles of this block (the last block may be short).
-              const int block_tiles = kMultiTileBlock ? min(p.k_tiles_per_block,
-                                                            k_tiles - block.b * p.k_tiles_per_block)
-                                                      : 1;
-#ifdef I8H_EXP_COOP_OFFSET
-              if (warp_group == 2 && offset_pending) {
-                cutlass::arch::NamedBarrier::sync(256, 3);
-                offset_pending = false;
-              }
-#endif
-              if constexpr (!kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
-              // One branch holds the wgmmas, their wait and the reads of their accumulator: split
-              // over several, ptxas cannot pair them and inserts waits (C7517).
-              if (!active) {
-#ifdef I8H_EXP_COOP_OFFSET
-                if (warp_group == 1 && offset_pending) {
-                  cutlass::arch::NamedBarrier::arrive(256, 3);
-                  offset_pending = false;
-                }
-#endif
-                for (int s = 0; s < block_tiles; ++s) {
-                  if constexpr (kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
-                  release(ps.stage);
-                  ps.advance();
-                }
+            } else {
+              if constexpr (kMultiTileBlock) {
+                const int prev = mma_k_tiles(Int<1>{}, block_tiles);
+                warpgroup_wait<0>();
+                warpgroup_fence_operand(acc);
+                release(prev);
               } else {
-                if constexpr (kMultiTileBlock) {
-                  const int prev = mma_k_tiles(Int<1>{}, block_tiles);
-                  warpgroup_wait<0>();
-                  warpgroup_fence_operand(acc);
-                  release(prev);
-                } else {
-#ifdef I8H_EXP_NO_DRAIN
-                  // TIMING EXPERIMENT, numerically wrong on purpose (no block scales): one int32
-                  // sum over all of K with a batch kept in flight (wait_group 1), as the
-                  // per-token kernel does, so no wgmma drain per K-block.
-                  mma_tile(Int<1>{}, ps.stage, /*zero=*/block.b == 0);
-                  warpgroup_wait<1>();
-                  if (nd_prev >= 0) release(nd_prev);
-                  nd_prev = ps.stage;
-                  ps.advance();
-                  if (last_block) {
-                    warpgroup_wait<0>();
-                    warpgroup_fence_operand(acc);
-                    release(nd_prev);
-                    nd_prev = -1;
-                    CUTE_UNROLL
-                    for (int v = 0; v < kV; ++v) acc_f(v) = static_cast<float>(acc(v));
-                  }
-#else
-                  mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
-                  warpgroup_wait<0>();
-                  warpgroup_fence_operand(acc);
-                  release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
-                  ps.advance();
-#endif
-                }
-#ifdef I8H_EXP_COOP_OFFSET
-                if (warp_group == 1 && offset_pending) {
-                  cutlass::arch::NamedBarrier::arrive(256, 3);
-                  offset_pending = false;
-                }
-#endif
-#if defined(I8H_EXP_NO_DRAIN)
-                static_cast<void>(kFp32);  // the sum went to acc_f above
-#elif defined(I8H_EXP_NO_RESCALE)
-                // TIMING EXPERIMENT, numerically wrong on purpose: no rescale and no flush; only
-                // the last block's sum reaches the output (keeps the wgmmas and their waits).
-                static_cast<void>(kFp32);
-                if (last_block) {
-                  CUTE_UNROLL
-                  for (int v = 0; v < kV; ++v) acc_f(v) = static_cast<float>(acc(v));
-                }
-#else
-                const int sl = ss.stage;
-                const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-                CUTE_UNROLL
-                for (int v = 0; v < kV; v += 4) {
-                  const int c = c_base + 8 * (v >> 2);
-                  const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-                  const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-                  if constexpr (kFp32) {
-                    // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-                    float f[4];
-                    f_quad(sl, block.g - g0, v, f);
-                    CUTE_UNROLL
-                    for (int i = 0; i < 4; ++i) {
-                      const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
-                      acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
-                    }
-                  } else {
-                    CUTE_UNROLL
-                    for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
-                  }
-                }
-                if constexpr (!kFp32) {
-                  if (flush) {  // every flush_period blocks and at super-group ends
-                    flush_chunk(sl, block.g - g0);
-                  }
-                }
-#endif
+                mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
+                warpgroup_wait<0>();
+                warpgroup_fence_operand(acc);
+                release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
+                ps.advance();
               }
-              if (++j == Cfg::kScaleBlocks ||
-                  last_block) {  // the chunk's scales are no longer read
-                release_scales(ss.stage);
-                ss.advance();
-                j = 0;
+              const int sl = ss.stage;
+              const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+              CUTE_UNROLL
+              for (int v = 0; v < kV; v += 4) {
+                const int c = c_base + 8 * (v >> 2);
+                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+                if constexpr (kFp32) {
+                  // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
+                  float f[4];
+                  f_quad(sl, block.g - g0, v, f);
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) {
+                    const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                    acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
+                  }
+                } else {
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
+                }
+              }
+              if constexpr (!kFp32) {
+                if (flush) {  // every flush_period blocks and at super-group ends
+                  flush_chunk(sl, block.g - g0);
+                }
               }
             }
-          };
-          if (p.flush_period > 0)
-            main_loop(std::false_type{});
-          else
-            main_loop(std::true_type{});
-          if (active)
-            store(
-                tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
-        }
+            if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
+              release_scales(ss.stage);
+              ss.advance();
+              j = 0;
+            }
+          }
+        };
+        if (p.flush_period > 0)
+          main_loop(std::false_type{});
+        else
+          main_loop(std::true_type{});
+        if (active)
+          store(
+              tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
       }
-    }  // cooperative
-  }();
-  if constexpr (kCluster) cute::cluster_sync();
+    }
+  }  // cooperative
 #else
   // Built for another target: the dispatcher never launches this path there.
   __trap();
