@@ -85,10 +85,12 @@ if [[ $fail -ne 0 ]]; then
   for v in "${variants[@]}"; do tail -20 "$OUTDIR/build-${v%%:*}.log"; done
   exit 1
 fi
-test_lines=()
+summary_lines=()
 # Variants whose test or benchmark run hit its time limit: their remaining runs are skipped, so a
 # hanging experiment costs one step, not one per round and argument set.
 declare -A hung=()
+# timeout(1) exits 124 when its limit ends the run, 137 when the run had to be killed (-k).
+timed_out() { [[ $1 -eq 124 || $1 -eq 137 ]]; }
 if [[ -n "$TESTS" ]]; then
   for v in "${variants[@]}"; do
     name="${v%%:*}"
@@ -97,15 +99,15 @@ if [[ -n "$TESTS" ]]; then
     timeout -k 10 "$TEST_TIMEOUT" "$ROOT/build-ab/$name/int8_hybrid_moe_gpu_tests" --gtest_filter="$TESTS" \
       >"$log" 2>&1
     rc=$?
-    [[ $rc -eq 124 || $rc -eq 137 ]] && hung[$name]=1
+    timed_out "$rc" && hung[$name]=1
     grep -E '^\[  (PASSED|FAILED)  \]' "$log" | sed 's/^/  /'
     passed="$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')"
     if [[ $rc -eq 0 && -n "$passed" ]]; then
-      test_lines+=("$(printf 'tests %-15s PASS (%s tests)' "$name" "$passed")")
+      summary_lines+=("$(printf 'tests %-15s PASS (%s tests)' "$name" "$passed")")
     else
       why="exit $rc"
-      [[ $rc -eq 124 || $rc -eq 137 ]] && why="timed out after TEST_TIMEOUT=$TEST_TIMEOUT s"
-      test_lines+=("$(printf 'tests %-15s FAIL (%s; %s): its times below are not of a correct kernel' \
+      timed_out "$rc" && why="timed out after TEST_TIMEOUT=$TEST_TIMEOUT s"
+      summary_lines+=("$(printf 'tests %-15s FAIL (%s; %s): its times below are not of a correct kernel' \
         "$name" "$why" "$log")")
       fail=1
     fi
@@ -123,7 +125,10 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
       fi
       timeout -k 10 "$STEP_TIMEOUT" "$ROOT/build-ab/$name/bench_gemm" ${args[@]+"${args[@]}"} \
         --json "$OUTDIR/$name-s$si-$round.json" | sed -n '/^gemm /,$p'
-      [[ ${PIPESTATUS[0]} -eq 124 ]] && { hung[$name]=1; fail=1; test_lines+=("$(printf 'bench %-15s HUNG (over %s s)' "$name" "$STEP_TIMEOUT")"); }
+      if timed_out "${PIPESTATUS[0]}"; then
+        hung[$name]=1 fail=1
+        summary_lines+=("$(printf 'bench %-15s HUNG (over %s s)' "$name" "$STEP_TIMEOUT")")
+      fi
     done
   done
 done
@@ -153,5 +158,5 @@ for k in keys:
     print("%-6s %-18s %-18s " % k + " ".join("%-15s" % c for c in cells))
 PY
 done
-for line in ${test_lines[@]+"${test_lines[@]}"}; do echo "$line"; done
+for line in ${summary_lines[@]+"${summary_lines[@]}"}; do echo "$line"; done
 exit "$fail"
