@@ -2,17 +2,18 @@
 // warp-specialized and persistent. Needs the sm_90a target (wgmma, setmaxnreg); the launcher
 // file is compiled for 90a only and the dispatcher picks this path on compute capability 9.0.
 //
-// CTA = 1 + kConsumers warpgroups: warpgroup 0 is the producer (one warp issues the TMA loads of A
-// and B and, for the hybrid scheme, cp.async loads of the block scales). Three consumer layouts:
+// CTA = 1 + kConsumers warpgroups: warpgroup 0 is the producer (one warp per ring issues the TMA
+// loads of A and B; for the hybrid scheme another warp per ring copies the block scales with
+// cp.async, so those copies never hold back a TMA issue). Three consumer layouts:
 // - cooperative (per-token 128 x 256): the two consumers each own a 64 x kWgTileN part of every
 //   BM x BN output tile, stacked along M;
-// - split (hybrid, tile name sm90_128x128): two independent halves of the CTA. Producer warp r
-//   and consumer warpgroup r own stage ring r (3 stages of a 64-row A and a 128-row B tile, and
-//   their own scale slots); warpgroup r computes whole 64 x 128 tiles r, r + 2, ... of the CTA's
-//   sequence. Nothing couples the warpgroups, and an expert's rows are covered by 64-row tiles:
-//   at decode (few rows per expert) both warpgroups work on their own tiles where the shared
-//   128-row tile left one idle: -8% / -32% on GEMM1 / GEMM2 at M = 64, -2% at the default shape
-//   (H100, docs/PERF.md twelfth session);
+// - split (hybrid, tile name sm90_128x128): two independent halves of the CTA. Producer warps r
+//   (TMA) and 2 + r (scales) and consumer warpgroup r own stage ring r (3 stages of a 64-row A and
+//   a 128-row B tile, and their own scale slots); warpgroup r computes whole 64 x 128 tiles r, r +
+//   2, ... of the CTA's sequence. Nothing couples the warpgroups, and an expert's rows are covered
+//   by 64-row tiles: at decode (few rows per expert) both warpgroups work on their own tiles where
+//   the shared 128-row tile left one idle: -8% / -32% on GEMM1 / GEMM2 at M = 64, -2% at the
+//   default shape (H100, docs/PERF.md twelfth session);
 // - pingpong (per-token 128 x 128): each consumer owns whole tiles, taking every other tile of
 //   the CTA; two named barriers order their main loops, so one warpgroup's epilogue runs under
 //   the other's wgmmas instead of leaving the tensor core idle: -9% on GEMM2's short K
@@ -299,38 +300,35 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-    if (Cfg::kRings == 1 ? warp != 0 : warp >= Cfg::kRings) return;
-    // Split: producer warp r fills ring r with the tiles of consumer warpgroup r.
-    const int ring = Cfg::kRings == 1 ? 0 : warp;
+    // Warp r < kRings issues ring r's TMA loads (split: the tiles of consumer warpgroup r); the
+    // hybrid's warp kRings + r copies ring r's block scales. The scale copies (about 50 cp.async
+    // per lane and chunk, with their address arithmetic) once ran in the TMA warp, between its
+    // loads: the consumers then waited on full barriers while L2 and DRAM were far from their
+    // limits (PERF.md, nineteenth session).
+    constexpr int kScaleWarps = kHybrid ? Cfg::kRings : 0;
+    if (warp >= Cfg::kRings + kScaleWarps) return;
+    const bool scale_warp = warp >= Cfg::kRings;
+    const int ring = scale_warp ? warp - Cfg::kRings : warp;
     auto& S = St.ring[ring];
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
     for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       const TileCoord tc = tile_at(t);
-      const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
-      // Multi-tile blocks: K tiles left until the next scale chunk (a countdown, not a modulo by
-      // the runtime chunk length, in the producer's few registers).
-      int to_chunk = 0;
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        if constexpr (kHybrid) {
-          bool chunk_start;
-          if constexpr (kMultiTileBlock) {
-            chunk_start = to_chunk == 0;
-            if (chunk_start) to_chunk = Cfg::kScaleBlocks * p.k_tiles_per_block;
-            --to_chunk;
-          } else {
-            chunk_start = kt % Cfg::kScaleBlocks == 0;  // K tile kt = block kt
-          }
-          if (chunk_start) {
-            Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
-            sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage,
-                                        kMultiTileBlock ? kt / p.k_tiles_per_block : kt, lane);
-            // Counts as this lane's arrival once its copies so far have landed.
-            cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
-            ss.advance();
-          }
+      if (kHybrid && scale_warp) {
+        // The tile's scale chunks of kScaleBlocks blocks, in the consumers' order.
+#pragma unroll 1
+        for (int b0 = 0; b0 < p.nb; b0 += Cfg::kScaleBlocks) {
+          Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
+          sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage, b0, lane);
+          // Counts as this lane's arrival once its copies so far have landed.
+          cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
+          ss.advance();
         }
+        continue;
+      }
+      const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
+      for (int kt = 0; kt < k_tiles; ++kt) {
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
           if (!kHybrid && kt == 0) {
