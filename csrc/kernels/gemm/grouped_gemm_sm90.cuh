@@ -64,15 +64,15 @@ namespace int8_hybrid_moe::gemm {
 // CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
 // 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
 // Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn.
-// Split (hybrid only, BM = 64): two consumer warpgroups, each with its own producer warp and
-// stage ring, owning whole 64 x BN tiles (see the file comment).
+// Split (hybrid only, BM = 64): two consumer warpgroups, each with its own producer warps (TMA,
+// scales) and stage ring, owning whole 64 x BN tiles (see the file comment).
 template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
           bool kPingpong_ = false, bool kSplit_ = false>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
   static constexpr bool kPingpong = kPingpong_;
-  // Split (hybrid): two independent halves, each a producer warp and a consumer warpgroup owning
-  // whole 64-row tiles and its own stage ring (see the file comment).
+  // Split (hybrid): two independent halves, each two producer warps and a consumer warpgroup
+  // owning whole 64-row tiles and its own stage ring (see the file comment).
   static constexpr bool kSplit = kSplit_;
   static constexpr int kRings = kSplit ? 2 : 1;
   static_assert(!kSplit || (kHybrid_ && BM == 64 && !kPingpong), "split: hybrid 64-row tiles");
@@ -95,8 +95,8 @@ struct Sm90TileConfig {
   // get what the producer frees, in the multiples of 8 that setmaxnreg takes: 232 each with two
   // consumer warpgroups and a 40-register producer, 152 with three. Asking for more than the
   // pool holds makes the consumers' allocation spin forever (a hang, not an error). The split
-  // hybrid's producer warps get 48 (at 40 their loop spilled 36 bytes of stores; at 48, 8), which
-  // leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
+  // hybrid's producer warps get 48 (at 40 the scale copies spilled 36 bytes of stores; at 48, 8),
+  // which leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
   // (H100, docs/PERF.md thirteenth session).
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
   static constexpr int kProducerRegs = kSplit ? 48 : 40;
