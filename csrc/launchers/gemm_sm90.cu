@@ -23,10 +23,7 @@ namespace {
 // beats by 2% at the default shape and 8-32% at decode (docs/PERF.md twelfth session).
 using Sm90PerTokenTile = Sm90TileConfig<6, false, 128, 128, 1, /*pingpong=*/true>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#ifndef I8H_EXP_HYB_STAGES
-#define I8H_EXP_HYB_STAGES 3
-#endif
-using Sm90HybridTile = Sm90TileConfig<I8H_EXP_HYB_STAGES, true, 128, 64, 1, false, /*split=*/true>;
+using Sm90HybridTile = Sm90TileConfig<3, true, 128, 64, 1, false, /*split=*/true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {

@@ -2,17 +2,18 @@
 // warp-specialized and persistent. Needs the sm_90a target (wgmma, setmaxnreg); the launcher
 // file is compiled for 90a only and the dispatcher picks this path on compute capability 9.0.
 //
-// CTA = 1 + kConsumers warpgroups: warpgroup 0 is the producer (one warp issues the TMA loads of A
-// and B and, for the hybrid scheme, cp.async loads of the block scales). Three consumer layouts:
+// CTA = 1 + kConsumers warpgroups: warpgroup 0 is the producer (one warp per ring issues the TMA
+// loads of A and B; for the hybrid scheme another warp per ring copies the block scales with
+// cp.async, so those copies never hold back a TMA issue). Three consumer layouts:
 // - cooperative (per-token 128 x 256): the two consumers each own a 64 x kWgTileN part of every
 //   BM x BN output tile, stacked along M;
-// - split (hybrid, tile name sm90_128x128): two independent halves of the CTA. Producer warp r
-//   and consumer warpgroup r own stage ring r (3 stages of a 64-row A and a 128-row B tile, and
-//   their own scale slots); warpgroup r computes whole 64 x 128 tiles r, r + 2, ... of the CTA's
-//   sequence. Nothing couples the warpgroups, and an expert's rows are covered by 64-row tiles:
-//   at decode (few rows per expert) both warpgroups work on their own tiles where the shared
-//   128-row tile left one idle: -8% / -32% on GEMM1 / GEMM2 at M = 64, -2% at the default shape
-//   (H100, docs/PERF.md twelfth session);
+// - split (hybrid, tile name sm90_128x128): two independent halves of the CTA. Producer warps r
+//   (TMA) and 2 + r (scales) and consumer warpgroup r own stage ring r (3 stages of a 64-row A and
+//   a 128-row B tile, and their own scale slots); warpgroup r computes whole 64 x 128 tiles r, r +
+//   2, ... of the CTA's sequence. Nothing couples the warpgroups, and an expert's rows are covered
+//   by 64-row tiles: at decode (few rows per expert) both warpgroups work on their own tiles where
+//   the shared 128-row tile left one idle: -8% / -32% on GEMM1 / GEMM2 at M = 64, -2% at the
+//   default shape (H100, docs/PERF.md twelfth session);
 // - pingpong (per-token 128 x 128): each consumer owns whole tiles, taking every other tile of
 //   the CTA; two named barriers order their main loops, so one warpgroup's epilogue runs under
 //   the other's wgmmas instead of leaving the tensor core idle: -9% on GEMM2's short K
@@ -63,15 +64,15 @@ namespace int8_hybrid_moe::gemm {
 // CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
 // 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
 // Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn.
-// Split (hybrid only, BM = 64): two consumer warpgroups, each with its own producer warp and
-// stage ring, owning whole 64 x BN tiles (see the file comment).
+// Split (hybrid only, BM = 64): two consumer warpgroups, each with its own producer warps (TMA,
+// scales) and stage ring, owning whole 64 x BN tiles (see the file comment).
 template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
           bool kPingpong_ = false, bool kSplit_ = false>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
   static constexpr bool kPingpong = kPingpong_;
-  // Split (hybrid): two independent halves, each a producer warp and a consumer warpgroup owning
-  // whole 64-row tiles and its own stage ring (see the file comment).
+  // Split (hybrid): two independent halves, each two producer warps and a consumer warpgroup
+  // owning whole 64-row tiles and its own stage ring (see the file comment).
   static constexpr bool kSplit = kSplit_;
   static constexpr int kRings = kSplit ? 2 : 1;
   static_assert(!kSplit || (kHybrid_ && BM == 64 && !kPingpong), "split: hybrid 64-row tiles");
@@ -94,8 +95,8 @@ struct Sm90TileConfig {
   // get what the producer frees, in the multiples of 8 that setmaxnreg takes: 232 each with two
   // consumer warpgroups and a 40-register producer, 152 with three. Asking for more than the
   // pool holds makes the consumers' allocation spin forever (a hang, not an error). The split
-  // hybrid's producer warps get 48 (at 40 their loop spilled 36 bytes of stores; at 48, 8), which
-  // leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
+  // hybrid's producer warps get 48 (at 40 the scale copies spilled 36 bytes of stores; at 48, 8),
+  // which leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
   // (H100, docs/PERF.md thirteenth session).
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
   static constexpr int kProducerRegs = kSplit ? 48 : 40;
@@ -122,10 +123,7 @@ struct Sm90TileConfig {
   static constexpr uint32_t kStageTxBytes = (BM + BN) * BK;
   // Hybrid block scales: two slots of kScaleBlocks blocks, block-major; rows padded by 4 words so
   // the producer's transposing 4-byte copies (8 blocks x 4 rows per warp) hit 32 distinct banks.
-#ifndef I8H_EXP_SCALE_BLOCKS
-#define I8H_EXP_SCALE_BLOCKS 8
-#endif
-  static constexpr int kScaleBlocks = I8H_EXP_SCALE_BLOCKS, kScaleSlots = kHybrid ? 2 : 1;
+  static constexpr int kScaleBlocks = 8, kScaleSlots = kHybrid ? 2 : 1;
   static constexpr int kScaleRowsA = kHybrid ? BM + 4 : 1, kScaleRowsB = kHybrid ? BN + 4 : 1;
 
   struct Ring {
@@ -191,11 +189,8 @@ struct PipeState {
 template <class Cfg>
 __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const GroupedGemmParams& p,
                                                  const TileCoord& tc, int slot, int b0, int lane) {
-#ifdef I8H_EXP_NO_SCALES
-  return;  // TIMING EXPERIMENT: no scale copies (the chunk's barrier arrive still happens)
-#endif
   constexpr int CB = Cfg::kScaleBlocks;
-  static_assert(32 % CB == 0, "lane -> (row, block) mapping: whole rows per warp step");
+  static_assert(CB == 8, "lane -> (row, block) mapping below assumes 8 blocks per chunk");
   const int nblk = min(CB, p.nb - b0);
   const int g0 = b0 / p.blocks_per_group;
   const int ngrp = (b0 + nblk - 1) / p.blocks_per_group - g0 + 1;  // <= nblk
@@ -305,57 +300,35 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp_group == 0) {
     // ---------------------------------------------------------------- producer warpgroup
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-#ifdef I8H_EXP_SCALE_WARP
-    constexpr bool kScaleWarp = kHybrid;
-#else
-    constexpr bool kScaleWarp = false;
-#endif
-    // TIMING EXPERIMENT: warps kRings + r copy ring r's block scales, apart from its TMA warp r.
-    if (warp >= Cfg::kRings * (kScaleWarp ? 2 : 1)) return;
-    const bool scale_role = kScaleWarp && warp >= Cfg::kRings;
-    // Split: producer warp r fills ring r with the tiles of consumer warpgroup r.
-    const int ring = scale_role ? warp - Cfg::kRings : warp;
+    // Warp r < kRings issues ring r's TMA loads (split: the tiles of consumer warpgroup r); the
+    // hybrid's warp kRings + r copies ring r's block scales. The scale copies (about 50 cp.async
+    // per lane and chunk, with their address arithmetic) once ran in the TMA warp, between its
+    // loads: the consumers then waited on full barriers while L2 and DRAM were far from their
+    // limits (PERF.md, nineteenth session).
+    constexpr int kScaleWarps = kHybrid ? Cfg::kRings : 0;
+    if (warp >= Cfg::kRings + kScaleWarps) return;
+    const bool scale_warp = warp >= Cfg::kRings;
+    const int ring = scale_warp ? warp - Cfg::kRings : warp;
     auto& S = St.ring[ring];
     sm90::PipeState<Stages> ps;
     sm90::PipeState<Cfg::kScaleSlots> ss;
     constexpr uint64_t kEvictNormal = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
     for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       const TileCoord tc = tile_at(t);
-      if constexpr (kScaleWarp) {
-        if (scale_role) {
+      if (kHybrid && scale_warp) {
+        // The tile's scale chunks of kScaleBlocks blocks, in the consumers' order.
 #pragma unroll 1
-          for (int b0 = 0; b0 < p.nb; b0 += Cfg::kScaleBlocks) {
-            Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
-            sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage, b0, lane);
-            cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
-            ss.advance();
-          }
-          continue;
+        for (int b0 = 0; b0 < p.nb; b0 += Cfg::kScaleBlocks) {
+          Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
+          sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage, b0, lane);
+          // Counts as this lane's arrival once its copies so far have landed.
+          cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
+          ss.advance();
         }
+        continue;
       }
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
-      // Multi-tile blocks: K tiles left until the next scale chunk (a countdown, not a modulo by
-      // the runtime chunk length, in the producer's few registers).
-      int to_chunk = 0;
       for (int kt = 0; kt < k_tiles; ++kt) {
-        if constexpr (kHybrid && !kScaleWarp) {
-          bool chunk_start;
-          if constexpr (kMultiTileBlock) {
-            chunk_start = to_chunk == 0;
-            if (chunk_start) to_chunk = Cfg::kScaleBlocks * p.k_tiles_per_block;
-            --to_chunk;
-          } else {
-            chunk_start = kt % Cfg::kScaleBlocks == 0;  // K tile kt = block kt
-          }
-          if (chunk_start) {
-            Barrier::wait(&S.scale_empty[ss.stage], ss.phase ^ 1u);
-            sm90::load_scale_chunk<Cfg>(S, p, tc, ss.stage,
-                                        kMultiTileBlock ? kt / p.k_tiles_per_block : kt, lane);
-            // Counts as this lane's arrival once its copies so far have landed.
-            cutlass::arch::cpasync_barrier_arrive_noinc(&S.scale_full[ss.stage]);
-            ss.advance();
-          }
-        }
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
           if (!kHybrid && kt == 0) {
@@ -654,11 +627,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 ps.advance();
               }
               const int sl = ss.stage;
-#ifdef I8H_EXP_NO_RESCALE
-              if (false) {  // TIMING EXPERIMENT: numerically wrong, no rescale
-#else
-              {
-#endif
               const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
               CUTE_UNROLL
               for (int v = 0; v < kV; v += 4) {
@@ -683,7 +651,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 if (flush) {  // every flush_period blocks and at super-group ends
                   flush_chunk(sl, block.g - g0);
                 }
-              }
               }
             }
             if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
