@@ -181,11 +181,12 @@ struct PipeState {
   }
 };
 
-// Hybrid producer (one warp): copies the scales of blocks [b0, b0 + kScaleBlocks) of tile `tc`
-// into scale slot `slot`: QA/QB of the tile's rows/columns, block-major, and FA/FB of the super
-// groups those blocks touch. Lane i copies block i % 8 of row i / 8 (+ 4 rows per step): each row's
-// run of blocks is contiguous in QA [R, nb], so a warp reads 4 runs of 32 bytes. Rows past the
-// expert or R, blocks past nb and groups past the chunk read as zero (never used).
+// Hybrid scale warp (one producer warp per ring): copies the scales of blocks [b0, b0 +
+// kScaleBlocks) of tile `tc` into scale slot `slot`: QA/QB of the tile's rows/columns, block-major,
+// and FA/FB of the super groups those blocks touch. Lane i copies block i % 8 of row i / 8 (+ 4
+// rows per step): each row's run of blocks is contiguous in QA [R, nb], so a warp reads 4 runs of
+// 32 bytes. Rows past the expert or R, blocks past nb and groups past the chunk read as zero (never
+// used).
 template <class Cfg>
 __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const GroupedGemmParams& p,
                                                  const TileCoord& tc, int slot, int b0, int lane) {
@@ -196,7 +197,8 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const Gr
   const int ngrp = (b0 + nblk - 1) / p.blocks_per_group - g0 + 1;  // <= nblk
   const int j = lane % CB;
   const int64_t b_col0 = int64_t(tc.expert) * p.N + tc.n0;
-  // Loops kept rolled with running pointers: the producer has 40 registers.
+  // Loops kept rolled with running pointers: the producer warps have 40 (48 in the split)
+  // registers.
   {
     const int32_t* src = p.QA + (tc.row0 + lane / CB) * p.nb + b0 + j;
 #pragma unroll 1
