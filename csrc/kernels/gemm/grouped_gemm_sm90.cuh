@@ -99,12 +99,7 @@ struct Sm90TileConfig {
   // which leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
   // (H100, docs/PERF.md thirteenth session).
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
-#ifdef I8H_EXP_COOP
-  // TIMING EXPERIMENT: the cooperative hybrid's scale warp gets the split's 48 registers.
-  static constexpr int kProducerRegs = kSplit || kHybrid_ ? 48 : 40;
-#else
   static constexpr int kProducerRegs = kSplit ? 48 : 40;
-#endif
   static constexpr int kConsumerRegs =
       (kLaunchRegs * kThreads - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kLaunchRegs * kThreads,
@@ -335,14 +330,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         continue;
       }
       const int b_row0 = static_cast<int>(int64_t(tc.expert) * p.N + tc.n0);
-#ifdef I8H_EXP_L2PF
-      // TIMING EXPERIMENT: L2 prefetch of the K tile I8H_EXP_L2PF positions ahead in this ring's
-      // sequence (into the ring's next tile when past this one's last K tile).
-      const int t_next = t + Cfg::kRings * gridDim.x;
-      const bool has_next = t_next < total_tiles;
-      const TileCoord tn = has_next ? tile_at(t_next) : tc;
-      const int bn_row0 = static_cast<int>(int64_t(tn.expert) * p.N + tn.n0);
-#endif
       for (int kt = 0; kt < k_tiles; ++kt) {
         Barrier::wait(&S.empty[ps.stage], ps.phase ^ 1u);
         if (lane == 0) {
@@ -357,17 +344,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                                  static_cast<int>(tc.row0));
           SM90_TMA_LOAD_2D::copy(&P.tma_b, &S.full[ps.stage], kEvictNormal, S.B[ps.stage], kt * BK,
                                  b_row0);
-#ifdef I8H_EXP_L2PF
-          const int ka = kt + (I8H_EXP_L2PF);
-          if (ka < k_tiles) {
-            SM90_TMA_LOAD_2D::PREFETCH::copy(&P.tma_a, ka * BK, static_cast<int>(tc.row0));
-            SM90_TMA_LOAD_2D::PREFETCH::copy(&P.tma_b, ka * BK, b_row0);
-          } else if (has_next && ka - k_tiles < k_tiles) {
-            SM90_TMA_LOAD_2D::PREFETCH::copy(&P.tma_a, (ka - k_tiles) * BK,
-                                             static_cast<int>(tn.row0));
-            SM90_TMA_LOAD_2D::PREFETCH::copy(&P.tma_b, (ka - k_tiles) * BK, bn_row0);
-          }
-#endif
         }
         ps.advance();
       }
@@ -537,15 +513,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   } else {
     sm90::PipeState<Cfg::kScaleSlots> ss;
-#if defined(I8H_EXP_COOP_ALT) || defined(I8H_EXP_COOP_OFFSET)
-    // TIMING EXPERIMENT (cooperative hybrid, B = 128): the warpgroups take turns on the tensor
-    // core. ALT: a warpgroup issues block b once the other has waited for its block b (or b - 1),
-    // then rescales under the other's wgmmas (named barriers 3 and 4, every wait paired with one
-    // arrive). OFFSET: only the second warpgroup's first block waits for the first's.
-    static_assert(!kHybrid || (!Cfg::kSplit && !Cfg::kPingpong), "cooperative hybrid only");
-    const bool turn_first_wg = warp_group == 1;
-    bool turn_started = false;
-#endif
     for (int t = blockIdx.x + ring * gridDim.x; t < total_tiles; t += Cfg::kRings * gridDim.x) {
       TileCoord tc;
       if constexpr (kHybrid) {
@@ -640,30 +607,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 kMultiTileBlock ? min(p.k_tiles_per_block, k_tiles - block.b * p.k_tiles_per_block)
                                 : 1;
             if constexpr (!kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
-#if defined(I8H_EXP_COOP_ALT)
-            if (turn_first_wg) {
-              if (turn_started) cutlass::arch::NamedBarrier::sync(256, 3);
-            } else {
-              cutlass::arch::NamedBarrier::sync(256, 4);
-            }
-            turn_started = true;
-            const bool turn_last = last_block && t + static_cast<int>(gridDim.x) >= total_tiles;
-            auto pass_turn = [&] {
-              if (turn_first_wg)
-                cutlass::arch::NamedBarrier::arrive(256, 4);
-              else if (!turn_last)
-                cutlass::arch::NamedBarrier::arrive(256, 3);
-            };
-#elif defined(I8H_EXP_COOP_OFFSET)
-            if (!turn_first_wg && !turn_started) cutlass::arch::NamedBarrier::sync(256, 4);
-            const bool turn_once = !turn_started;
-            turn_started = true;
-            auto pass_turn = [&] {
-              if (turn_first_wg && turn_once) cutlass::arch::NamedBarrier::arrive(256, 4);
-            };
-#else
-            auto pass_turn = [] {};
-#endif
             // One branch holds the wgmmas, their wait and the reads of their accumulator: split
             // over several, ptxas cannot pair them and inserts waits (C7517).
             if (!active) {
@@ -672,52 +615,43 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 release(ps.stage);
                 ps.advance();
               }
-              pass_turn();
             } else {
               if constexpr (kMultiTileBlock) {
                 const int prev = mma_k_tiles(Int<1>{}, block_tiles);
                 warpgroup_wait<0>();
                 warpgroup_fence_operand(acc);
                 release(prev);
-                pass_turn();
               } else {
                 mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
                 warpgroup_wait<0>();
                 warpgroup_fence_operand(acc);
                 release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
                 ps.advance();
-                pass_turn();
               }
               const int sl = ss.stage;
-#ifdef I8H_EXP_NO_RESCALE
-              if (false) {  // TIMING EXPERIMENT: numerically wrong, no rescale and no flush
-#else
-              {
-#endif
-                const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-                CUTE_UNROLL
-                for (int v = 0; v < kV; v += 4) {
-                  const int c = c_base + 8 * (v >> 2);
-                  const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-                  const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-                  if constexpr (kFp32) {
-                    // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
-                    float f[4];
-                    f_quad(sl, block.g - g0, v, f);
-                    CUTE_UNROLL
-                    for (int i = 0; i < 4; ++i) {
-                      const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
-                      acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
-                    }
-                  } else {
-                    CUTE_UNROLL
-                    for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
+              const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+              CUTE_UNROLL
+              for (int v = 0; v < kV; v += 4) {
+                const int c = c_base + 8 * (v >> 2);
+                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+                if constexpr (kFp32) {
+                  // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
+                  float f[4];
+                  f_quad(sl, block.g - g0, v, f);
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) {
+                    const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                    acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
                   }
+                } else {
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
                 }
-                if constexpr (!kFp32) {
-                  if (flush) {  // every flush_period blocks and at super-group ends
-                    flush_chunk(sl, block.g - g0);
-                  }
+              }
+              if constexpr (!kFp32) {
+                if (flush) {  // every flush_period blocks and at super-group ends
+                  flush_chunk(sl, block.g - g0);
                 }
               }
             }
