@@ -35,7 +35,7 @@ else
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy \
     --metrics "$pipes" \
-    "$build/bench_gemm" --iters 1 --warmup 0 "$@" >"$out/ncu_gemm.log" 2>&1
+    "$build/bench_gemm" --iters 1 --warmup 0 --rounds 1 "$@" >"$out/ncu_gemm.log" 2>&1
   rc=$?
   if [[ $rc -ne 0 ]]; then
     echo "ncu_gemm: ncu exited with $rc; last lines:"
