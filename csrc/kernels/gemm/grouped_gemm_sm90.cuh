@@ -634,24 +634,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               for (int v = 0; v < kV; v += 4) {
                 const int c = c_base + 8 * (v >> 2);
                 const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-#ifdef I8H_EXP_IMUL_Q
                 const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-#else
-                // QA * QB <= 127^2 on the FP32 pipe, exact (register_ops.cuh), so the FMA-heavy
-                // pipe keeps only the IMADs of the int32 path below (the fp32 path converts the
-                // product anyway and keeps the IMUL).
-                int q[4];
-                if constexpr (kFp32) {
-                  q[0] = qa_lo * qb.x, q[1] = qa_lo * qb.y, q[2] = qa_hi * qb.x,
-                  q[3] = qa_hi * qb.y;
-                } else {
-                  const float a_lo = static_cast<float>(qa_lo), a_hi = static_cast<float>(qa_hi);
-                  q[0] = detail::small_product_fp32(a_lo, qb.x);
-                  q[1] = detail::small_product_fp32(a_lo, qb.y);
-                  q[2] = detail::small_product_fp32(a_hi, qb.x);
-                  q[3] = detail::small_product_fp32(a_hi, qb.y);
-                }
-#endif
                 if constexpr (kFp32) {
                   // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
                   float f[4];

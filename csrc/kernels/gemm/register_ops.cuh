@@ -1,6 +1,5 @@
 // Register-level helpers of the GEMM kernels, free of CuTe so the GPU tests can include them:
-// the quad transpose behind the SM90 kernel's 16-byte epilogue stores, and the small integer
-// product that the hybrid rescale forms on the FP32 pipe.
+// the quad transpose behind the SM90 kernel's 16-byte epilogue stores.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,18 +7,6 @@
 #include <cstdint>
 
 namespace int8_hybrid_moe::gemm::detail {
-
-// a * b for integers a, b >= 0 with a * b < 2^23 (block scales: QA * QB <= 127^2 = 16129),
-// exact, computed by an FMUL: b's bits read as a float are the subnormal b * 2^-149, so the
-// product a * b * 2^-149 is an exact subnormal whose bits are the integer a * b. On SM90 an IMUL
-// runs on the FMA-heavy pipe, beside the rescale's IMADs that only that pipe executes; an FMUL
-// can issue to either FMA pipe. `a` is the float value of the integer, converted once per block.
-// PTX mul.rn.f32 without .ftz keeps subnormals whatever -ftz / fast-math the build sets.
-__device__ __forceinline__ int small_product_fp32(float a, int b) {
-  float p;
-  asm("mul.rn.f32 %0, %1, %2;" : "=f"(p) : "f"(a), "f"(__int_as_float(b)));
-  return __float_as_int(p);
-}
 
 // 4 x 4 transpose of 32-bit words inside each quad of lanes (lanes 4i .. 4i+3), q = lane & 3:
 // a[j] of lane s ends up as word s of lane j. In the mma / wgmma accumulator layout the lanes
