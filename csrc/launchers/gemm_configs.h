@@ -35,11 +35,7 @@ void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tile
 // other tiles than the scheduler counted would compute rows twice over or not at all (PERF.md,
 // seventeenth session).
 constexpr int tile_block_m(GemmTile t, bool hybrid) {
-#ifdef I8H_EXP_COOP
-  if (hybrid && t == GemmTile::kSm90_128x128) return 128;  // EXPERIMENT: cooperative hybrid
-#else
   if (hybrid && t == GemmTile::kSm90_128x128) return 64;
-#endif
   return t == GemmTile::k64x64 ? 64 : 128;
 }
 constexpr int tile_block_n(GemmTile t) {

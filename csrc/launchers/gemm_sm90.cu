@@ -23,17 +23,7 @@ namespace {
 // beats by 2% at the default shape and 8-32% at decode (docs/PERF.md twelfth session).
 using Sm90PerTokenTile = Sm90TileConfig<6, false, 128, 128, 1, /*pingpong=*/true>;
 using Sm90PerTokenWideTile = Sm90TileConfig<4, false, 256>;
-#ifndef I8H_EXP_STAGGER
-#define I8H_EXP_STAGGER 0
-#endif
-#ifdef I8H_EXP_COOP
-// EXPERIMENT: the cooperative 128 x 128 hybrid (both warpgroups share each stage).
-using Sm90HybridTile =
-    Sm90TileConfig<I8H_EXP_COOP, true, 128, 128, 1, false, false, I8H_EXP_STAGGER != 0>;
-#else
-using Sm90HybridTile =
-    Sm90TileConfig<3, true, 128, 64, 1, false, /*split=*/true, I8H_EXP_STAGGER != 0>;
-#endif
+using Sm90HybridTile = Sm90TileConfig<3, true, 128, 64, 1, false, /*split=*/true>;
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {

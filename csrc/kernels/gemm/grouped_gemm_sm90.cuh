@@ -61,17 +61,13 @@
 
 namespace int8_hybrid_moe::gemm {
 
-// Big lambdas the kernel calls from several places: nvcc may outline them otherwise, and a wgmma
-// batch in flight across a call makes ptxas serialize every wgmma of the kernel.
-#define I8H_ALWAYS_INLINE __attribute__((always_inline))
-
 // CTA tile BM x BN, split over BM / 64 x WgN consumer warpgroups of 64 x (BN / WgN) each.
 // 128 x 128 and 128 x 256 (per-token only: 128 accumulator registers) use two warpgroups along M.
 // Pingpong (per-token only): two consumer warpgroups, each owning whole BM x BN tiles in turn.
 // Split (hybrid only, BM = 64): two consumer warpgroups, each with its own producer warps (TMA,
 // scales) and stage ring, owning whole 64 x BN tiles (see the file comment).
 template <int Stages_, bool kHybrid_, int BN_ = 128, int BM_ = 128, int WgN_ = 1,
-          bool kPingpong_ = false, bool kSplit_ = false, bool kStagger_ = false>
+          bool kPingpong_ = false, bool kSplit_ = false>
 struct Sm90TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 128, Stages = Stages_;
   static constexpr bool kPingpong = kPingpong_;
@@ -92,11 +88,6 @@ struct Sm90TileConfig {
       !kPingpong || (!kHybrid_ && BM == 128 && BN <= 128),
       "pingpong: per-token, 128 rows (two wgmma M halves), accumulators <= 128 registers");
   static constexpr bool kHybrid = kHybrid_;
-  // Staggered halves (hybrid, B = 128): each warpgroup issues a K-block as two 64 x 64 wgmma
-  // batches and keeps one in flight while it rescales the other (see the main loop).
-  static constexpr bool kStagger = kStagger_;
-  static_assert(!kStagger || (kHybrid_ && !kPingpong && kWgTileN == 128),
-                "staggered halves: hybrid warpgroup tiles of 64 x 128");
   static constexpr int kConsumers = kPingpong || kSplit ? 2 : kWgM * kWgN;
   static constexpr int kThreads = 128 * (1 + kConsumers);  // + the producer warpgroup
   // Registers: setmaxnreg only moves registers inside the CTA's launch allocation (kLaunchRegs
@@ -108,15 +99,14 @@ struct Sm90TileConfig {
   // which leaves its consumers 224, enough for their accumulators: -2% / -3.5% on GEMM1 / GEMM2
   // (H100, docs/PERF.md thirteenth session).
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
-  static constexpr int kProducerRegs = kSplit || kHybrid_ ? 48 : 40;
+  static constexpr int kProducerRegs = kSplit ? 48 : 40;
   static constexpr int kConsumerRegs =
       (kLaunchRegs * kThreads - 128 * kProducerRegs) / (128 * kConsumers) / 8 * 8;
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kLaunchRegs * kThreads,
                 "setmaxnreg: the warpgroups' registers exceed the CTA's launch allocation");
-  static constexpr int kAtomN = kStagger ? kWgTileN / 2 : kWgTileN;  // wgmma N
   using MmaAtom = std::conditional_t<
-      kAtomN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
-      std::conditional_t<kAtomN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
+      kWgTileN == 256, cute::SM90::GMMA::MMA_64x256x32_S32S8S8_SS_TN,
+      std::conditional_t<kWgTileN == 128, cute::SM90::GMMA::MMA_64x128x32_S32S8S8_SS_TN,
                          cute::SM90::GMMA::MMA_64x64x32_S32S8S8_SS_TN>>;
   // Consumer warpgroup w takes the w-th 64 x kWgTileN tile along its axis (pingpong: one
   // warpgroup's atom repeated over the BM / 64 halves of the tile).
@@ -377,7 +367,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kKSteps = BK / 32;
   constexpr int kHalves = Cfg::kPingpong ? BM / 64 : 1;  // wgmma M halves of one warpgroup
   static_assert(kV == Cfg::kWgTileN / 2 * kHalves, "64 x kWgTileN wgmma accumulators");
-  constexpr int kAtomsN = Cfg::kWgTileN / Cfg::kAtomN;  // wgmma N tiles of a warpgroup tile
   // The wgmma D fragment: value v of thread t sits at row 16*warp + t%32/4 + 8*(v/2%2) of its
   // warpgroup's 64 rows and column 2*(t%4) + v%2 + 8*(v/4) of its kWgTileN columns.
   // Warpgroups lie along one axis; the other offset is the constant 0 (the compiler cannot bound
@@ -405,11 +394,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int k = 0; k < kKSteps; ++k) {
       CUTE_UNROLL
       for (int m = 0; m < decltype(halves)::value; ++m) {
-        CUTE_UNROLL
-        for (int n = 0; n < kAtomsN; ++n) {
-          mma.accumulate_ = zero && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-          cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, n, k, stage), acc(_, m, n));
-        }
+        mma.accumulate_ = zero && k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma, tCrA(_, m, k, stage), tCrB(_, 0, k, stage), acc(_, m, 0));
       }
     }
     warpgroup_commit_batch();
@@ -591,11 +577,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           f[2] = fa_hi * fb.x;
           f[3] = fa_hi * fb.y;
         };
-        // acc_f += acc_i * FA * FB over values [v0, v1) (super group `gi` of scale slot `sl`),
-        // acc_i = 0 there.
-        auto flush_chunk = [&](int sl, int gi, auto v0, auto v1) I8H_ALWAYS_INLINE {
+        // acc_f += acc_i * FA * FB (super group `gi` of scale slot `sl`), acc_i = 0.
+        auto flush_chunk = [&](int sl, int gi) {
           CUTE_UNROLL
-          for (int v = decltype(v0)::value; v < decltype(v1)::value; v += 4) {
+          for (int v = 0; v < kV; v += 4) {
             float f[4];
             f_quad(sl, gi, v, f);
             CUTE_UNROLL
@@ -605,63 +590,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-        // The rescale of block `block` (index j in scale slot sl, whose chunk starts at super group
-        // g0) over accumulator values [v0, v1): acc_i += QA * QB * acc, and the flush at the
-        // chunk's end; or, when one block term may exceed int32 (kFp32), acc_f += acc * QA * QB *
-        // FA * FB formed in fp32 (FORMAT.md section 5).
-        auto rescale = [&](auto fp32_terms, const BlockCursor& block, int sl, int j, int g0,
-                           auto v0, auto v1) I8H_ALWAYS_INLINE {
+        auto main_loop = [&](auto fp32_terms) {
           constexpr bool kFp32 = decltype(fp32_terms)::value;
-          const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-          CUTE_UNROLL
-          for (int v = decltype(v0)::value; v < decltype(v1)::value; v += 4) {
-            const int c = c_base + 8 * (v >> 2);
-            const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-            const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-            if constexpr (kFp32) {
-              float f[4];
-              f_quad(sl, block.g - g0, v, f);
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) {
-                const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
-                acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
-              }
-            } else {
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
-            }
-          }
-          if constexpr (!kFp32) {
-            if (block.flush(p)) flush_chunk(sl, block.g - g0, v0, v1);  // chunk or group end
-          }
-        };
-        // Scale chunks: the consumers wait for a chunk's slot at its first block and free it
-        // after its last (j: the block's index inside the chunk; g0: the chunk's first group).
-        auto chunk_begin = [&](const BlockCursor& block, int j, int& g0) I8H_ALWAYS_INLINE {
-          if (j == 0) {
-            Barrier::wait(&S.scale_full[ss.stage], ss.phase);
-            g0 = block.g;
-          }
-        };
-        auto chunk_end = [&](const BlockCursor& block, int& j) I8H_ALWAYS_INLINE {
-          if (++j == Cfg::kScaleBlocks || block.b + 1 == p.nb) {
-            release_scales(ss.stage);
-            ss.advance();
-            j = 0;
-          }
-        };
-        // Block accumulator values [v0, v1) become readable once their wgmmas completed.
-        auto fence_values = [&](auto v0, auto v1) I8H_ALWAYS_INLINE {
-          CUTE_UNROLL
-          for (int v = decltype(v0)::value; v < decltype(v1)::value; ++v)
-            warpgroup_fence_operand(reinterpret_cast<uint32_t&>(acc(v)));
-        };
-        auto main_loop = [&](auto fp32_terms) I8H_ALWAYS_INLINE {
           int j = 0, g0 = 0;  // block index inside the scale chunk, first super group of the chunk
           // The block sum is complete after the wgmmas of the block's K tiles (one unless
           // kMultiTileBlock).
           for (BlockCursor block; block.b < p.nb; block.next(p)) {
-            chunk_begin(block, j, g0);
+            const bool flush = block.flush(p);
+            const bool last_block = block.b + 1 == p.nb;
+            if (j == 0) {
+              Barrier::wait(&S.scale_full[ss.stage], ss.phase);
+              g0 = block.g;
+            }
             // K tiles of this block (the last block may be short).
             const int block_tiles =
                 kMultiTileBlock ? min(p.k_tiles_per_block, k_tiles - block.b * p.k_tiles_per_block)
@@ -688,113 +628,44 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 release(ps.stage);  // the stage holds A and B only: free once the wgmmas are done
                 ps.advance();
               }
-              rescale(fp32_terms, block, ss.stage, j, g0, Int<0>{}, Int<kV>{});
+              const int sl = ss.stage;
+              const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
+              CUTE_UNROLL
+              for (int v = 0; v < kV; v += 4) {
+                const int c = c_base + 8 * (v >> 2);
+                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
+                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+                if constexpr (kFp32) {
+                  // One block term may exceed int32: form it in fp32 (FORMAT.md section 5).
+                  float f[4];
+                  f_quad(sl, block.g - g0, v, f);
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) {
+                    const float term = static_cast<float>(acc(v + i)) * static_cast<float>(q[i]);
+                    acc_f(v + i) = fmaf(term, f[i], acc_f(v + i));
+                  }
+                } else {
+                  CUTE_UNROLL
+                  for (int i = 0; i < 4; ++i) acc_i(v + i) += acc(v + i) * q[i];
+                }
+              }
+              if constexpr (!kFp32) {
+                if (flush) {  // every flush_period blocks and at super-group ends
+                  flush_chunk(sl, block.g - g0);
+                }
+              }
             }
-            chunk_end(block, j);
-          }
-        };
-        // Staggered halves (B = 128): block b's wgmmas are two batches, columns [0, 64) (values
-        // [0, kV / 2)) then [64, 128), each into its own half of acc. The warpgroup rescales one
-        // half while the other half's batch runs: wait for (b, 0); rescale half 0; issue (b + 1,
-        // 0); wait for (b, 1); rescale half 1; issue (b + 1, 1). A batch is in flight during every
-        // rescale, where the block-at-once loop above drains the tensor core (wait_group 0) and
-        // issues nothing until its rescale ends. No registers beyond that loop's.
-        constexpr int kHalfV = kV / 2;
-        auto mma_half = [&](auto n, int stage) I8H_ALWAYS_INLINE {
-          constexpr int kN = decltype(n)::value;
-          fence_values(Int<kN * kHalfV>{}, Int<(kN + 1) * kHalfV>{});
-          warpgroup_arrive();
-          CUTE_UNROLL
-          for (int k = 0; k < kKSteps; ++k) {
-            mma.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-            cute::gemm(mma, tCrA(_, 0, k, stage), tCrB(_, n, k, stage), acc(_, 0, n));
-          }
-          warpgroup_commit_batch();
-        };
-        // A group of `count` consecutive blocks, issued and waited for as straight-line code
-        // (unrolled): ptxas tracks which batch each wait_group retires only within straight-line
-        // code; with a batch in flight across a loop's back edge it serializes every wgmma of the
-        // kernel (C7514). So the pipeline fills at a group's start and drains at its end (the
-        // last block's second half is rescaled with nothing in flight).
-        auto staggered_group = [&](auto fp32_terms, auto count, BlockCursor& block, int& j,
-                                   int& g0) I8H_ALWAYS_INLINE {
-          constexpr int kCount = decltype(count)::value;
-          TxBarrier::wait(&S.full[ps.stage], ps.phase);
-          mma_half(Int<0>{}, ps.stage);
-          mma_half(Int<1>{}, ps.stage);
-          CUTE_UNROLL
-          for (int i = 0; i < kCount; ++i) {
-            const bool next = i + 1 < kCount;  // a constant once unrolled
-            chunk_begin(block, j, g0);
-            const int stage = ps.stage;
-            ps.advance();
-            warpgroup_wait<1>();  // (b, 0) done; (b, 1) may run
-            fence_values(Int<0>{}, Int<kHalfV>{});
-            rescale(fp32_terms, block, ss.stage, j, g0, Int<0>{}, Int<kHalfV>{});
-            if (next) {
-              TxBarrier::wait(&S.full[ps.stage], ps.phase);
-              mma_half(Int<0>{}, ps.stage);
-              warpgroup_wait<1>();  // (b, 1) done; (b + 1, 0) may run
-            } else {
-              warpgroup_wait<0>();
+            if (++j == Cfg::kScaleBlocks || last_block) {  // the chunk's scales are no longer read
+              release_scales(ss.stage);
+              ss.advance();
+              j = 0;
             }
-            fence_values(Int<kHalfV>{}, Int<kV>{});
-            release(stage);
-            rescale(fp32_terms, block, ss.stage, j, g0, Int<kHalfV>{}, Int<kV>{});
-            if (next) mma_half(Int<1>{}, ps.stage);
-            chunk_end(block, j);
-            block.next(p);
           }
-        };
-#ifndef I8H_EXP_STAGGER_GROUP
-#define I8H_EXP_STAGGER_GROUP 4
-#endif
-        constexpr int kGroupBlocks = I8H_EXP_STAGGER_GROUP;
-        static_assert(kGroupBlocks >= 1 && kGroupBlocks <= 8, "1 to 8 blocks per group");
-        // Groups of kGroupBlocks blocks, the tail as one shorter group (each count its own
-        // straight-line code).
-        auto staggered_groups = [&](auto fp32_terms, BlockCursor& block, int& j,
-                                    int& g0) I8H_ALWAYS_INLINE {
-          const int left = p.nb - block.b;
-          if (left >= kGroupBlocks)
-            return staggered_group(fp32_terms, Int<kGroupBlocks>{}, block, j, g0);
-#define I8H_STAGGER_TAIL(n)       \
-  if constexpr (kGroupBlocks > n) \
-    if (left == n) return staggered_group(fp32_terms, Int<n>{}, block, j, g0);
-          I8H_STAGGER_TAIL(7)
-          I8H_STAGGER_TAIL(6)
-          I8H_STAGGER_TAIL(5)
-          I8H_STAGGER_TAIL(4)
-          I8H_STAGGER_TAIL(3)
-          I8H_STAGGER_TAIL(2)
-          I8H_STAGGER_TAIL(1)
-#undef I8H_STAGGER_TAIL
-        };
-        auto staggered_loop = [&](auto fp32_terms) I8H_ALWAYS_INLINE {
-          int j = 0, g0 = 0;
-          BlockCursor block;
-          if (!active) {
-            for (; block.b < p.nb; block.next(p)) {
-              chunk_begin(block, j, g0);
-              TxBarrier::wait(&S.full[ps.stage], ps.phase);
-              release(ps.stage);
-              ps.advance();
-              chunk_end(block, j);
-            }
-            return;
-          }
-          while (block.b < p.nb) staggered_groups(fp32_terms, block, j, g0);
-        };
-        auto run = [&](auto fp32_terms) I8H_ALWAYS_INLINE {
-          if constexpr (Cfg::kStagger && !kMultiTileBlock)
-            staggered_loop(fp32_terms);
-          else
-            main_loop(fp32_terms);
         };
         if (p.flush_period > 0)
-          run(std::false_type{});
+          main_loop(std::false_type{});
         else
-          run(std::true_type{});
+          main_loop(std::true_type{});
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
