@@ -27,6 +27,13 @@
 //   iturns    (2 warpgroups) turns handed over right after the issue, not after the wait: the
 //             other warpgroup's wgmmas queue behind this one's while this one drains and rescales
 //   iturns n64x2   the same with the block issued as two interleaved 64 x 64 halves
+//   int pre   `int` with the block's scales loaded from shared memory into registers first (all
+//             LDS before any multiply)
+//   mma+int pre    `mma+int` with the scales loaded before the wgmmas are issued: no LDS after
+//             the warpgroup's own wgmmas in its program order (twenty-third session: the
+//             rescale's products waited on their LDS, short scoreboard, in the staggered kernel)
+//   mma+int hoist  `mma+int` with the scales in registers from before the loop: no LDS at all
+//   int hoist `int` without LDS (the rescale's arithmetic alone)
 //   int+f64 N the rescale of `int` with its last N of 64 values per thread on the FP64 pipe
 //             instead (exact: the int32 block sum converted by the 2^52 magic number, DADD, then
 //             DMUL by QA and DFMA by QB into a double accumulator, which is exact to 2^53 and
@@ -76,12 +83,17 @@ enum Mode : int {
   kMix16,
   kMix24,
   kMix32,
+  kIntPre,
+  kMmaIntPre,
+  kMmaIntHoist,
+  kIntHoist,
   kModes
 };
 const char* const kModeNames[kModes] = {
-    "mma",      "mma2",         "int",       "fp",         "mma+int",    "mma+fp",     "split int",
-    "split fp", "turns1",       "turns2",    "both2",      "both1",      "both1 sync", "both2 sync",
-    "iturns",   "iturns n64x2", "mma n64x2", "int+f64 16", "int+f64 24", "int+f64 32"};
+    "mma",        "mma2",       "int",     "fp",           "mma+int",       "mma+fp",
+    "split int",  "split fp",   "turns1",  "turns2",       "both2",         "both1",
+    "both1 sync", "both2 sync", "iturns",  "iturns n64x2", "mma n64x2",     "int+f64 16",
+    "int+f64 24", "int+f64 32", "int pre", "mma+int pre",  "mma+int hoist", "int hoist"};
 constexpr int f64_values(int m) {
   return m == kMix16 ? 16 : m == kMix24 ? 24 : m == kMix32 ? 32 : 0;
 }
@@ -219,6 +231,30 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       }
     }
   };
+  // The same rescale from scales already in registers (the *pre and *hoist modes).
+  struct RegScales {
+    int qa_lo, qa_hi;
+    int2 qb[kV / 4];
+  };
+  auto load_scales = [&](int it, RegScales& rs) __attribute__((always_inline)) {
+    const int* q = scales + (it & 7) * 16;
+    rs.qa_lo = q[r_lo % 16];
+    rs.qa_hi = q[(r_lo + 8) % 16];
+    CUTE_UNROLL
+    for (int v = 0; v < kV; v += 4)
+      rs.qb[v / 4] = *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
+  };
+  // (hoist: 8 distinct column pairs, so the scales stay in registers beside three accumulators)
+  constexpr int kQbRegs = kMode == kMmaIntHoist || kMode == kIntHoist ? 8 : kV / 4;
+  auto int_work_regs = [&](auto const& x, const RegScales& rs) __attribute__((always_inline)) {
+    CUTE_UNROLL
+    for (int v = 0; v < kV; v += 4) {
+      const int2 qb = rs.qb[v / 4 % kQbRegs];
+      const int p[4] = {rs.qa_lo * qb.x, rs.qa_lo * qb.y, rs.qa_hi * qb.x, rs.qa_hi * qb.y};
+      CUTE_UNROLL
+      for (int i = 0; i < 4; ++i) acc_i(v + i) += x(v + i) * p[i];
+    }
+  };
   auto fp_work = [&](auto const& x, int it) __attribute__((always_inline)) {
     const float* q = reinterpret_cast<const float*>(scales) + (it & 7) * 16;
     const float fa_lo = q[r_lo % 16], fa_hi = q[(r_lo + 8) % 16];
@@ -289,6 +325,26 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       if (kTurns && (wg == 0 || it + 1 < iters)) cutlass::arch::NamedBarrier::arrive(256, 2 - wg);
       int_work(acc, it);
       if constexpr (kTwo) int_work(acc2, it + 1);
+    }
+  } else if constexpr (kMode >= kIntPre && kMode <= kIntHoist) {
+    constexpr bool kMmaToo = kMode == kMmaIntPre || kMode == kMmaIntHoist;
+    constexpr bool kHoist = kMode == kMmaIntHoist || kMode == kIntHoist;
+    RegScales rs;
+    if constexpr (kHoist) load_scales(0, rs);
+    for (int it = 0; it < iters; ++it) {
+      if constexpr (!kHoist) load_scales(it, rs);  // before the issue: no LDS queued behind it
+      if constexpr (kMmaToo) issue(acc);
+      int_work_regs(acc2, rs);
+      if constexpr (kMmaToo) {
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc);
+        CUTE_UNROLL
+        for (int v = 0; v < kV; ++v) acc2(v) = acc(v);
+      } else {
+        CUTE_UNROLL
+        for (int v = 0; v < kV; ++v) acc2(v) ^= it;
+      }
+      if constexpr (kHoist) rs.qa_lo ^= it & 1;  // a value the compiler cannot hoist the work on
     }
   } else if constexpr (kMode == kSplitInt || kMode == kSplitFp) {
     // Warpgroup 0 runs the mma loop, warpgroup 1 the integer (or FP32) loop, at the same time.
