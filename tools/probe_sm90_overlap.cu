@@ -34,6 +34,11 @@
 //             rescale's products waited on their LDS, short scoreboard, in the staggered kernel)
 //   mma+int hoist  `mma+int` with the scales in registers from before the loop: no LDS at all
 //   int hoist `int` without LDS (the rescale's arithmetic alone)
+//   halves+int the block as two 64 x 64 batches kept one in flight (groups of 4 blocks as
+//             straight-line code, the twenty-third session's kernel experiment): wait for half
+//             0, rescale it (as `int`, scales from shared memory), issue the next block's half
+//             0, wait for half 1, rescale it, issue the next half 1
+//   halves    the same schedule with one XOR per value instead of the rescale
 //   int+f64 N the rescale of `int` with its last N of 64 values per thread on the FP64 pipe
 //             instead (exact: the int32 block sum converted by the 2^52 magic number, DADD, then
 //             DMUL by QA and DFMA by QB into a double accumulator, which is exact to 2^53 and
@@ -87,13 +92,17 @@ enum Mode : int {
   kMmaIntPre,
   kMmaIntHoist,
   kIntHoist,
+  kHalvesInt,
+  kHalves,
   kModes
 };
-const char* const kModeNames[kModes] = {
+const char* const kModeNames[] = {
     "mma",        "mma2",       "int",     "fp",           "mma+int",       "mma+fp",
     "split int",  "split fp",   "turns1",  "turns2",       "both2",         "both1",
     "both1 sync", "both2 sync", "iturns",  "iturns n64x2", "mma n64x2",     "int+f64 16",
-    "int+f64 24", "int+f64 32", "int pre", "mma+int pre",  "mma+int hoist", "int hoist"};
+    "int+f64 24", "int+f64 32", "int pre", "mma+int pre",  "mma+int hoist", "int hoist",
+    "halves+int", "halves"};
+static_assert(sizeof(kModeNames) / sizeof(kModeNames[0]) == kModes, "one name per mode");
 constexpr int f64_values(int m) {
   return m == kMix16 ? 16 : m == kMix24 ? 24 : m == kMix32 ? 32 : 0;
 }
@@ -159,7 +168,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   constexpr bool kSchedule = kMode >= kTurns1 && kMode <= kIturns64;
   // Two-batch modes write both accumulators by wgmma only (no other writes: ptxas would
   // otherwise serialize the wgmmas, C7514); the others start from thread-dependent values.
-  constexpr bool kTwoBatches = kMode == kMma2 || kMode >= kTurns1;
+  constexpr bool kTwoBatches = kMode == kMma2 || kSchedule;
   constexpr bool kHalves64 = kMode == kMma64 || kMode == kIturns64;  // acc64 written by wgmma
   for (int v = 0; v < kV; ++v) {
     if constexpr (!kTwoBatches) {
@@ -326,6 +335,64 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       int_work(acc, it);
       if constexpr (kTwo) int_work(acc2, it + 1);
     }
+  } else if constexpr (kMode == kHalvesInt || kMode == kHalves) {
+    constexpr bool kWork = kMode == kHalvesInt;
+    auto issue_half = [&](auto n) __attribute__((always_inline)) {
+      constexpr int kN = decltype(n)::value;
+      while (*ready == 0) {
+      }
+      CUTE_UNROLL
+      for (int v = 32 * kN; v < 32 * kN + 32; ++v)
+        warpgroup_fence_operand(reinterpret_cast<uint32_t&>(acc64(v)));
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        mma64.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma64, tA64(_, 0, k), tB64(_, kN, k), acc64(_, 0, kN));
+      }
+      warpgroup_commit_batch();
+    };
+    // halves+int: the hybrid's rescale of the half (scales read from shared memory, as the kernel
+    // does); halves: one add per half, so ptxas keeps the wgmmas (it drops wgmmas whose results
+    // nothing reads).
+    auto rescale_half = [&](auto n, int it) __attribute__((always_inline)) {
+      constexpr int kN = decltype(n)::value;
+      CUTE_UNROLL
+      for (int v = 32 * kN; v < 32 * kN + 32; ++v)
+        warpgroup_fence_operand(reinterpret_cast<uint32_t&>(acc64(v)));
+      if constexpr (kWork) {
+        const int* q = scales + (it & 7) * 16;
+        const int qa_lo = q[r_lo % 16], qa_hi = q[(r_lo + 8) % 16];
+        CUTE_UNROLL
+        for (int v = 32 * kN; v < 32 * kN + 32; v += 4) {
+          const int2 qb =
+              *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
+          const int p[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
+          CUTE_UNROLL
+          for (int i = 0; i < 4; ++i) acc_i(v + i) += acc64(v + i) * p[i];
+        }
+      } else {
+        CUTE_UNROLL
+        for (int v = 32 * kN; v < 32 * kN + 32; ++v) acc_i(v) ^= acc64(v);
+      }
+    };
+    for (int it = 0; it < iters; it += 4) {
+      issue_half(Int<0>{});
+      issue_half(Int<1>{});
+      CUTE_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        warpgroup_wait<1>();
+        rescale_half(Int<0>{}, it + i);
+        if (i < 3) {
+          issue_half(Int<0>{});
+          warpgroup_wait<1>();
+        } else {
+          warpgroup_wait<0>();
+        }
+        rescale_half(Int<1>{}, it + i);
+        if (i < 3) issue_half(Int<1>{});
+      }
+    }
   } else if constexpr (kMode >= kIntPre && kMode <= kIntHoist) {
     constexpr bool kMmaToo = kMode == kMmaIntPre || kMode == kMmaIntHoist;
     constexpr bool kHoist = kMode == kMmaIntHoist || kMode == kIntHoist;
@@ -390,7 +457,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   for (int v = 0; v < kV; ++v) {
     s += acc_i(v) + __float_as_int(acc_f(v));
     s += acc(v) + acc2(v);
-    if constexpr (kHalves64) s += acc64(v);
+    if constexpr (kHalves64 || kMode == kHalvesInt || kMode == kHalves) s += acc64(v);
   }
   for (int d = 0; d < kF64V; ++d) s += __double2loint(acc_d[d]);
   sink[blockIdx.x * blockDim.x + threadIdx.x] = s;
