@@ -393,26 +393,6 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
         if (i < 3) issue_half(Int<1>{});
       }
     }
-  } else if constexpr (kMode >= kIntPre && kMode <= kIntHoist) {
-    constexpr bool kMmaToo = kMode == kMmaIntPre || kMode == kMmaIntHoist;
-    constexpr bool kHoist = kMode == kMmaIntHoist || kMode == kIntHoist;
-    RegScales rs;
-    if constexpr (kHoist) load_scales(0, rs);
-    for (int it = 0; it < iters; ++it) {
-      if constexpr (!kHoist) load_scales(it, rs);  // before the issue: no LDS queued behind it
-      if constexpr (kMmaToo) issue(acc);
-      int_work_regs(acc2, rs);
-      if constexpr (kMmaToo) {
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(acc);
-        CUTE_UNROLL
-        for (int v = 0; v < kV; ++v) acc2(v) = acc(v);
-      } else {
-        CUTE_UNROLL
-        for (int v = 0; v < kV; ++v) acc2(v) ^= it;
-      }
-      if constexpr (kHoist) rs.qa_lo ^= it & 1;  // a value the compiler cannot hoist the work on
-    }
   } else if constexpr (kMode == kSplitInt || kMode == kSplitFp) {
     // Warpgroup 0 runs the mma loop, warpgroup 1 the integer (or FP32) loop, at the same time.
     // (Warp-uniform from lane 0, so ptxas sees no divergent branch around the wgmmas.)
@@ -436,11 +416,21 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       }
     }
   } else {
+    constexpr bool kMmaToo = kMode == kMma || kMode == kMmaInt || kMode == kMmaFp ||
+                             kMode == kMmaIntPre || kMode == kMmaIntHoist;
+    // The register-scale modes: loaded before each issue (pre) or once before the loop (hoist).
+    constexpr bool kRegs = kMode >= kIntPre && kMode <= kIntHoist;
+    constexpr bool kHoist = kMode == kMmaIntHoist || kMode == kIntHoist;
+    RegScales rs{};
+    if constexpr (kHoist) load_scales(0, rs);
     for (int it = 0; it < iters; ++it) {
-      if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) issue(acc);
+      if constexpr (kRegs && !kHoist) load_scales(it, rs);  // before the issue
+      if constexpr (kMmaToo) issue(acc);
+      if constexpr (kRegs) int_work_regs(acc2, rs);
       if constexpr (kMode == kInt || kMode == kMmaInt || kF64V > 0) int_work(acc2, it);
       if constexpr (kMode == kFp || kMode == kMmaFp) fp_work(acc2, it);
-      if constexpr (kMode == kMma || kMode == kMmaInt || kMode == kMmaFp) {
+      if constexpr (kHoist) rs.qa_lo ^= it & 1;  // a value the compiler cannot hoist the work on
+      if constexpr (kMmaToo) {
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc);
         // The next iteration's rescale reads this block's sum (as the hybrid's would).
