@@ -216,11 +216,13 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
   constexpr int kF64V = f64_values(kMode), kIntV = kV - kF64V;
   static_assert(kF64V % 4 == 0, "whole quads of values on each pipe");
   double acc_d[kF64V > 0 ? kF64V : 1] = {};
-  auto int_work = [&](auto const& x, int it) __attribute__((always_inline)) {
+  // Over values [v0, v1) of x (all of them but halves+int's, which rescales one half at a time).
+  auto int_work = [&](auto const& x, int it, auto v0, auto v1) __attribute__((always_inline)) {
+    constexpr int kV0 = decltype(v0)::value, kV1 = decltype(v1)::value;
     const int* q = scales + (it & 7) * 16;
     const int qa_lo = q[r_lo % 16], qa_hi = q[(r_lo + 8) % 16];
     CUTE_UNROLL
-    for (int v = 0; v < kIntV; v += 4) {
+    for (int v = kV0; v < (kV1 < kIntV ? kV1 : kIntV); v += 4) {
       const int2 qb = *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
       const int p[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
       CUTE_UNROLL
@@ -229,7 +231,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     if constexpr (kF64V > 0) {
       const double da_lo = exact_double(qa_lo), da_hi = exact_double(qa_hi);
       CUTE_UNROLL
-      for (int v = kIntV; v < kV; v += 4) {
+      for (int v = (kV0 > kIntV ? kV0 : kIntV); v < kV1; v += 4) {
         const int2 qb = *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
         const double db[2] = {exact_double(qb.x), exact_double(qb.y)};
         CUTE_UNROLL
@@ -309,10 +311,10 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       warpgroup_wait<0>();
       if constexpr (kMode == kIturns64) {
         warpgroup_fence_operand(acc64);
-        int_work(acc64, it);
+        int_work(acc64, it, Int<0>{}, Int<kV>{});
       } else {
         warpgroup_fence_operand(acc);
-        int_work(acc, it);
+        int_work(acc, it, Int<0>{}, Int<kV>{});
       }
     }
   } else if constexpr (kSchedule) {
@@ -332,8 +334,8 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       warpgroup_fence_operand(acc);
       warpgroup_fence_operand(acc2);
       if (kTurns && (wg == 0 || it + 1 < iters)) cutlass::arch::NamedBarrier::arrive(256, 2 - wg);
-      int_work(acc, it);
-      if constexpr (kTwo) int_work(acc2, it + 1);
+      int_work(acc, it, Int<0>{}, Int<kV>{});
+      if constexpr (kTwo) int_work(acc2, it + 1, Int<0>{}, Int<kV>{});
     }
   } else if constexpr (kMode == kHalvesInt || kMode == kHalves) {
     constexpr bool kWork = kMode == kHalvesInt;
@@ -352,25 +354,16 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       }
       warpgroup_commit_batch();
     };
-    // halves+int: the hybrid's rescale of the half (scales read from shared memory, as the kernel
-    // does); halves: one add per half, so ptxas keeps the wgmmas (it drops wgmmas whose results
-    // nothing reads).
+    // halves+int: the hybrid's rescale of the half (`int`, scales read from shared memory, as the
+    // kernel does); halves: one XOR per value, so ptxas keeps the wgmmas (it drops wgmmas whose
+    // results nothing reads).
     auto rescale_half = [&](auto n, int it) __attribute__((always_inline)) {
       constexpr int kN = decltype(n)::value;
       CUTE_UNROLL
       for (int v = 32 * kN; v < 32 * kN + 32; ++v)
         warpgroup_fence_operand(reinterpret_cast<uint32_t&>(acc64(v)));
       if constexpr (kWork) {
-        const int* q = scales + (it & 7) * 16;
-        const int qa_lo = q[r_lo % 16], qa_hi = q[(r_lo + 8) % 16];
-        CUTE_UNROLL
-        for (int v = 32 * kN; v < 32 * kN + 32; v += 4) {
-          const int2 qb =
-              *reinterpret_cast<const int2*>(&scales[128 + c_base + 8 * (v >> 2) % 128]);
-          const int p[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-          CUTE_UNROLL
-          for (int i = 0; i < 4; ++i) acc_i(v + i) += acc64(v + i) * p[i];
-        }
+        int_work(acc64, it, Int<32 * kN>{}, Int<32 * kN + 32>{});
       } else {
         CUTE_UNROLL
         for (int v = 32 * kN; v < 32 * kN + 32; ++v) acc_i(v) ^= acc64(v);
@@ -408,7 +401,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     } else {
       for (int it = 0; it < iters; ++it) {
         if constexpr (kMode == kSplitInt)
-          int_work(acc2, it);
+          int_work(acc2, it, Int<0>{}, Int<kV>{});
         else
           fp_work(acc2, it);
         CUTE_UNROLL
@@ -427,7 +420,8 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
       if constexpr (kRegs && !kHoist) load_scales(it, rs);  // before the issue
       if constexpr (kMmaToo) issue(acc);
       if constexpr (kRegs) int_work_regs(acc2, rs);
-      if constexpr (kMode == kInt || kMode == kMmaInt || kF64V > 0) int_work(acc2, it);
+      if constexpr (kMode == kInt || kMode == kMmaInt || kF64V > 0)
+        int_work(acc2, it, Int<0>{}, Int<kV>{});
       if constexpr (kMode == kFp || kMode == kMmaFp) fp_work(acc2, it);
       if constexpr (kHoist) rs.qa_lo ^= it & 1;  // a value the compiler cannot hoist the work on
       if constexpr (kMmaToo) {
