@@ -339,13 +339,18 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     }
   } else if constexpr (kMode == kHalvesInt || kMode == kHalves) {
     constexpr bool kWork = kMode == kHalvesInt;
+    // The half's 32 accumulator values, ordered against its wgmmas.
+    auto fence_half = [&](auto n) __attribute__((always_inline)) {
+      constexpr int kN = decltype(n)::value;
+      CUTE_UNROLL
+      for (int v = 32 * kN; v < 32 * kN + 32; ++v)
+        warpgroup_fence_operand(reinterpret_cast<uint32_t&>(acc64(v)));
+    };
     auto issue_half = [&](auto n) __attribute__((always_inline)) {
       constexpr int kN = decltype(n)::value;
       while (*ready == 0) {
       }
-      CUTE_UNROLL
-      for (int v = 32 * kN; v < 32 * kN + 32; ++v)
-        warpgroup_fence_operand(reinterpret_cast<uint32_t&>(acc64(v)));
+      fence_half(n);
       warpgroup_arrive();
       CUTE_UNROLL
       for (int k = 0; k < 4; ++k) {
@@ -359,9 +364,7 @@ __global__ void __launch_bounds__(128 * kWarpGroups, 1)
     // results nothing reads).
     auto rescale_half = [&](auto n, int it) __attribute__((always_inline)) {
       constexpr int kN = decltype(n)::value;
-      CUTE_UNROLL
-      for (int v = 32 * kN; v < 32 * kN + 32; ++v)
-        warpgroup_fence_operand(reinterpret_cast<uint32_t&>(acc64(v)));
+      fence_half(n);
       if constexpr (kWork) {
         int_work(acc64, it, Int<32 * kN>{}, Int<32 * kN + 32>{});
       } else {
