@@ -61,11 +61,11 @@ def short(name):
     # SM80 kernel: TileConfig<BM, BN, BK, WM, WN, Stages>, then the Scheme (0 per-token, 1 hybrid).
     m = (re.search(r"TileConfig<(?:\(int\))?(\d+), (?:\(int\))?(\d+), (?:\(int\))?(\d+), "
                    r"(?:\(int\))?(\d+), (?:\(int\))?(\d+), (?:\(int\))?(\d+)>, "
-                   r"\([\w:]*Scheme\)(?:\(int\))?(\d)", name)
+                   r"(?:\([\w:]*Scheme\)(?:\(int\))?|[\w:]*Scheme::k)(\d|PerToken|Hybrid)", name)
          or re.search(r"TileConfigILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)EEL[^0-9]*(\d)", name))
     if m:
         bm, bn, bk, wm, wn, st, sch = m.groups()
-        return (("hybrid" if sch == "1" else "per-token") +
+        return (("hybrid" if sch in ("1", "Hybrid") else "per-token") +
                 f" sm80 {bm}x{bn}x{bk} w{wm}x{wn} st{st}")
     return name[:40]
 
@@ -87,7 +87,8 @@ sol = [("gpu__time_duration.sum", "us"),
        ("dram__cycles_active.avg.pct_of_peak_sustained_elapsed", "DRAM%"),
        ("dram__bytes.sum.per_second", "DRAM TB/s"),
        ("sm__issue_active.avg.pct_of_peak_sustained_elapsed", "issue%")]
-to_unit = {"msecond": 1e3, "usecond": 1.0, "nsecond": 1e-3, "Tbyte/s": 1.0, "Gbyte/s": 1e-3}
+to_unit = {"msecond": 1e3, "usecond": 1.0, "nsecond": 1e-3, "ms": 1e3, "us": 1.0, "ns": 1e-3,
+           "Tbyte/s": 1.0, "Gbyte/s": 1e-3, "TB/s": 1.0, "GB/s": 1e-3}
 print("%-3s %-34s" % ("#", "kernel") + "".join("%10s" % s[1] for s in sol))
 for n, r in enumerate(data):
     vals = [get(r, k) * to_unit.get(units[col[k]], 1.0) if k in col else float("nan")

@@ -44,10 +44,12 @@ struct GroupedGemmParams {
 
 namespace detail {
 
-__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool pred) {
-  const uint32_t s = cute::cast_smem_ptr_to_uint(smem);
+__device__ __forceinline__ void cp_async_16_zfill(uint32_t s, const void* gmem, bool pred) {
   const int n = pred ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool pred) {
+  cp_async_16_zfill(cute::cast_smem_ptr_to_uint(smem), gmem, pred);  // EXPERIMENT (old loader)
 }
 __device__ __forceinline__ void cp_async_4_zfill(void* smem, const void* gmem, bool pred) {
   const uint32_t s = cute::cast_smem_ptr_to_uint(smem);

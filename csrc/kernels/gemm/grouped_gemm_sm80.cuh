@@ -13,6 +13,10 @@
 // M-tiles never straddle experts (see group_tiles.cuh).
 #pragma once
 
+#ifdef I8H_EXP_OLD_SM80  // EXPERIMENT: the loaders before this change, for the A/B
+#include "kernels/gemm/grouped_gemm_sm80_old.cuh"
+#else
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -43,7 +47,7 @@ struct TileConfig {
   // along N, so B fragments come from one ldmatrix.x4).
   using TiledMma = decltype(cute::make_tiled_mma(
       cute::SM80_16x8x32_S32S8S8S32_TN{},
-      cute::Layout<cute::Shape<cute::Int<WM>, cute::Int<WN>, cute::_1>>{},
+      cute::Layout<cute::Shape<cute::Int<WM>, cute::Int<WN>, cute::_1> >{},
       cute::Tile<cute::Int<16 * WM>, cute::Int<16 * WN>, cute::_32>{}));
 
   // K-major rows of BK bytes; the XOR swizzle spreads the 8 rows an ldmatrix phase reads over
@@ -51,11 +55,11 @@ struct TileConfig {
   using SwizzleAtom = std::conditional_t<
       BK == 128,
       decltype(cute::composition(cute::Swizzle<3, 4, 3>{},
-                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
-                                              cute::Stride<cute::Int<BK>, cute::_1>>{})),
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK> >,
+                                              cute::Stride<cute::Int<BK>, cute::_1> >{})),
       decltype(cute::composition(cute::Swizzle<2, 4, 3>{},
-                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
-                                              cute::Stride<cute::Int<BK>, cute::_1>>{}))>;
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK> >,
+                                              cute::Stride<cute::Int<BK>, cute::_1> >{}))>;
   using SmemLayoutA = decltype(cute::tile_to_shape(
       SwizzleAtom{}, cute::make_shape(cute::Int<BM>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
   using SmemLayoutB = decltype(cute::tile_to_shape(
@@ -95,10 +99,10 @@ __global__ void __launch_bounds__(
   extern __shared__ __align__(128) uint8_t smem[];
   int8_t* smem_a = reinterpret_cast<int8_t*>(smem);
   int8_t* smem_b = smem_a + cosize(typename Cfg::SmemLayoutA{});
-  int32_t* smem_qa = reinterpret_cast<int32_t*>(smem_b + cosize(typename Cfg::SmemLayoutB{}));
-  int32_t* smem_qb = smem_qa + Stages * BM;
-  float* smem_fa = reinterpret_cast<float*>(smem_qb + Stages * BN);
-  float* smem_fb = smem_fa + Stages * BM;
+  // Scales per stage: the block scales QA of the tile's BM rows then QB of its BN columns, and
+  // likewise FA then FB (element e of stage s at s * (BM + BN) + e).
+  int32_t* smem_q = reinterpret_cast<int32_t*>(smem_b + cosize(typename Cfg::SmemLayoutB{}));
+  float* smem_f = reinterpret_cast<float*>(smem_q + Stages * (BM + BN));
   Tensor sA = make_tensor(make_smem_ptr(smem_a), typename Cfg::SmemLayoutA{});  // (BM,BK,S)
   Tensor sB = make_tensor(make_smem_ptr(smem_b), typename Cfg::SmemLayoutB{});  // (BN,BK,S)
 
@@ -106,51 +110,71 @@ __global__ void __launch_bounds__(
   const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
 
   // ---- global -> shared: one K tile of A and B (+ the scales of a block ending in it) --------
-  // The loader runs Stages-1 tiles ahead of the MMAs with its own block cursor.
+  // The loader runs Stages-1 tiles ahead of the MMAs with its own block cursor. Thread tid copies
+  // the 16-byte chunk ld_kc of rows ld_row + i * kLdRowStep; the row predicates and base
+  // addresses are fixed for the tile, so a K tile costs one add per copy (the per-copy row, bound
+  // and 64-bit address arithmetic used to outnumber the MMA loop's instructions: PERF.md).
+  constexpr int kChunksPerRow = BK / 16;
+  constexpr int kLdRowStep = kThreads / kChunksPerRow;
+  static_assert(kThreads % kChunksPerRow == 0 && BM % kLdRowStep == 0 && BN % kLdRowStep == 0,
+                "every thread issues the same number of 16-byte copies");
+  constexpr int kLdA = BM / kLdRowStep, kLdB = BN / kLdRowStep;
+  const int ld_row = tid / kChunksPerRow, ld_kc = (tid % kChunksPerRow) * 16;
+  const int64_t ld_step = int64_t(kLdRowStep) * p.K;
+  const int8_t* ld_a = gA + int64_t(ld_row) * p.K + ld_kc;
+  const int8_t* ld_b = gB + int64_t(ld_row) * p.K + ld_kc;
+  uint32_t ld_a_ok = 0, ld_b_ok = 0;  // bit i: row ld_row + i * kLdRowStep holds data
+  CUTE_UNROLL
+  for (int i = 0; i < kLdA; ++i) ld_a_ok |= uint32_t(ld_row + i * kLdRowStep < rows_valid) << i;
+  CUTE_UNROLL
+  for (int i = 0; i < kLdB; ++i) ld_b_ok |= uint32_t(ld_row + i * kLdRowStep < cols_valid) << i;
+  // Shared-memory destinations: copy i of stage s lands i * kLdRowStep rows and s stages past copy
+  // 0 of stage 0. Both are multiples of the swizzle's span (8 rows), so they are plain offsets.
+  static_assert(kLdRowStep % 8 == 0, "row steps keep the swizzle pattern");
+  const uint32_t ld_sa = cute::cast_smem_ptr_to_uint(&sA(ld_row, ld_kc, 0));
+  const uint32_t ld_sb = cute::cast_smem_ptr_to_uint(&sB(ld_row, ld_kc, 0));
+  const int ld_k_end = static_cast<int>(min(p.K - ld_kc, int64_t(INT32_MAX)));
+  // Thread tid < BM + BN copies the scales of row tid (A) or column tid - BM (B) of each block:
+  // row pointers into QA / QB and FA / FB, a row past the tile's data reading the first row
+  // instead (zero-filled).
+  static_assert(BM + BN <= kThreads, "one thread per scale row");
+  const int32_t* sc_q = nullptr;
+  const float* sc_f = nullptr;
+  bool sc_ok = false;
+  if constexpr (kHybrid) {
+    const bool is_a = tid < BM;
+    const int e = is_a ? tid : tid - BM;
+    sc_ok = e < (is_a ? rows_valid : cols_valid);
+    const int64_t row = (is_a ? row0 : int64_t(expert) * p.N + n0) + (sc_ok ? e : 0);
+    sc_q = (is_a ? p.QA : p.QB) + row * p.nb;
+    sc_f = (is_a ? p.FA : p.FB) + row * p.ng;
+  }
   int load_kt = 0, load_j = 0;  // next K tile to load, its index inside its block
   BlockCursor load_block;
   auto load_next_tile = [&]() {
     const int kt = load_kt, stage = load_kt % Stages;
-    const int64_t k0 = int64_t(kt) * BK;
-    constexpr int kChunksPerRow = BK / 16;
-    static_assert((BM * kChunksPerRow) % kThreads == 0 && (BN * kChunksPerRow) % kThreads == 0,
-                  "every thread issues the same number of 16-byte copies");
+    const int k0 = kt * BK;
+    const bool k_ok = k0 < ld_k_end;  // K % 16 == 0: a chunk is all in or all out
     CUTE_UNROLL
-    for (int it = 0; it < BM * kChunksPerRow / kThreads; ++it) {
-      const int c = tid + it * kThreads;
-      const int r = c / kChunksPerRow, kc = (c % kChunksPerRow) * 16;
-      const bool ok = r < rows_valid && k0 + kc < p.K;
-      const int8_t* src = ok ? gA + int64_t(r) * p.K + k0 + kc : p.A;
-      detail::cp_async_16_zfill(&sA(r, kc, stage), src, ok);
+    for (int i = 0; i < kLdA; ++i) {
+      const bool ok = k_ok && (ld_a_ok >> i & 1u);
+      detail::cp_async_16_zfill(ld_sa + uint32_t((stage * BM + i * kLdRowStep) * BK),
+                                ok ? ld_a + k0 + i * ld_step : p.A, ok);
     }
     CUTE_UNROLL
-    for (int it = 0; it < BN * kChunksPerRow / kThreads; ++it) {
-      const int c = tid + it * kThreads;
-      const int r = c / kChunksPerRow, kc = (c % kChunksPerRow) * 16;
-      const bool ok = r < cols_valid && k0 + kc < p.K;
-      const int8_t* src = ok ? gB + int64_t(r) * p.K + k0 + kc : p.B;
-      detail::cp_async_16_zfill(&sB(r, kc, stage), src, ok);
+    for (int i = 0; i < kLdB; ++i) {
+      const bool ok = k_ok && (ld_b_ok >> i & 1u);
+      detail::cp_async_16_zfill(ld_sb + uint32_t((stage * BN + i * kLdRowStep) * BK),
+                                ok ? ld_b + k0 + i * ld_step : p.B, ok);
     }
     ++load_kt;
     if constexpr (kHybrid) {
       if (load_j + 1 == p.k_tiles_per_block || load_kt == k_tiles) {
-        const int b = load_block.b, g = load_block.g;
-        const bool flush = load_block.flush(p);
-        for (int i = tid; i < BM + BN; i += kThreads) {
-          if (i < BM) {
-            const bool ok = i < rows_valid;
-            const int64_t row = row0 + (ok ? i : 0);
-            detail::cp_async_4_zfill(&smem_qa[stage * BM + i], p.QA + row * p.nb + b, ok);
-            if (flush)
-              detail::cp_async_4_zfill(&smem_fa[stage * BM + i], p.FA + row * p.ng + g, ok);
-          } else {
-            const int j = i - BM;
-            const bool ok = j < cols_valid;
-            const int64_t col = int64_t(expert) * p.N + n0 + (ok ? j : 0);
-            detail::cp_async_4_zfill(&smem_qb[stage * BN + j], p.QB + col * p.nb + b, ok);
-            if (flush)
-              detail::cp_async_4_zfill(&smem_fb[stage * BN + j], p.FB + col * p.ng + g, ok);
-          }
+        const int at = stage * (BM + BN) + tid;
+        if (tid < BM + BN) {
+          detail::cp_async_4_zfill(&smem_q[at], sc_q + load_block.b, sc_ok);
+          if (load_block.flush(p))
+            detail::cp_async_4_zfill(&smem_f[at], sc_f + load_block.g, sc_ok);
         }
         load_block.next(p);
         load_j = 0;
@@ -163,9 +187,9 @@ __global__ void __launch_bounds__(
   // ---- MMA partitions -------------------------------------------------------------------------
   typename Cfg::TiledMma mma;
   auto thr_mma = mma.get_slice(tid);
-  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));             // (MMA, MMA_M, MMA_K)
-  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));             // (MMA, MMA_N, MMA_K)
-  Tensor blk0 = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32 (MMA,MMA_M,MMA_N)
+  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));              // (MMA, MMA_M, MMA_K)
+  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));              // (MMA, MMA_N, MMA_K)
+  Tensor blk0 = partition_fragment_C(mma, Shape<Int<BM>, Int<BN> >{});  // int32 (MMA,MMA_M,MMA_N)
   auto s2r_a = make_tiled_copy_A(typename Cfg::SmemCopyAtom{}, mma);
   auto s2r_thr_a = s2r_a.get_slice(tid);
   Tensor tXsA = s2r_thr_a.partition_S(sA);
@@ -177,7 +201,7 @@ __global__ void __launch_bounds__(
   // (m, n) inside the CTA tile of every accumulator element of this thread. In the SM80 16x8 C
   // layout the value mode is (2 columns, 2 rows): the row depends only on (v1, MMA_M index), the
   // column only on (v0, MMA_N index), so a thread touches 2*MMA_M rows and 2*MMA_N columns.
-  Tensor tCcC = thr_mma.partition_C(make_identity_tensor(Shape<Int<BM>, Int<BN>>{}));
+  Tensor tCcC = thr_mma.partition_C(make_identity_tensor(Shape<Int<BM>, Int<BN> >{}));
   constexpr int kMmaM = decltype(size<1>(blk0))::value, kMmaN = decltype(size<2>(blk0))::value;
   using PairMode = decltype(size<0, 0>(blk0));
   static_assert(PairMode::value == 2, "accumulator mode 0 must pair adjacent columns");
@@ -290,14 +314,14 @@ __global__ void __launch_bounds__(
     // next tile's barrier lets the loader overwrite that stage.
     auto take_scales = [&](int stage, bool with_f) {
       CUTE_UNROLL
-      for (int r = 0; r < 2 * kMmaM; ++r) qa[r] = smem_qa[stage * BM + rows[r]];
+      for (int r = 0; r < 2 * kMmaM; ++r) qa[r] = smem_q[stage * (BM + BN) + rows[r]];
       CUTE_UNROLL
-      for (int c = 0; c < 2 * kMmaN; ++c) qb[c] = smem_qb[stage * BN + cols[c]];
+      for (int c = 0; c < 2 * kMmaN; ++c) qb[c] = smem_q[stage * (BM + BN) + BM + cols[c]];
       if (with_f) {
         CUTE_UNROLL
-        for (int r = 0; r < 2 * kMmaM; ++r) fa[r] = smem_fa[stage * BM + rows[r]];
+        for (int r = 0; r < 2 * kMmaM; ++r) fa[r] = smem_f[stage * (BM + BN) + rows[r]];
         CUTE_UNROLL
-        for (int c = 0; c < 2 * kMmaN; ++c) fb[c] = smem_fb[stage * BN + cols[c]];
+        for (int c = 0; c < 2 * kMmaN; ++c) fb[c] = smem_f[stage * (BM + BN) + BM + cols[c]];
       }
     };
 
@@ -363,3 +387,4 @@ __global__ void __launch_bounds__(
 }
 
 }  // namespace int8_hybrid_moe::gemm
+#endif  // I8H_EXP_OLD_SM80

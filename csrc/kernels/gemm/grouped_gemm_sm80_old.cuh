@@ -1,0 +1,365 @@
+// INT8 grouped GEMM over experts for SM80+ tensor cores (mma.sync m16n8k32 s8, cp.async
+// multistage pipeline), built from CuTe's SM80 atoms. One kernel template serves both schemes:
+//
+//   kPerToken: C = float(sum_k a*b) * scale_a[r] * scale_b[e, n]
+//   kHybrid:   per K-block b the int32 block sum is rescaled by QA[r,b]*QB[n,b] with an integer
+//              multiply-add into an int32 accumulator, which is flushed into fp32 (times
+//              FA[r,g]*FB[n,g]) every `flush_period` blocks and at each super-group end
+//              (docs/FORMAT.md, "Exactness"). flush_period == 0 means one block term may exceed
+//              int32 (large q_max): the term is then formed in fp32 for every block.
+//
+// The K tile equals or divides the quantization block, so each block's partial sum is complete
+// in registers when its scales are applied. Rows of one expert are contiguous in A and C;
+// M-tiles never straddle experts (see group_tiles.cuh).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_atom.hpp>
+#include <cute/atom/copy_atom.hpp>
+
+#include <cstdint>
+
+#include "kernels/gemm/grouped_gemm_common.cuh"
+
+#ifndef I8H_EXP_SM80
+#define I8H_EXP_SM80 0
+#endif
+
+namespace int8_hybrid_moe::gemm {
+
+// Threadblock tile BM x BN x BK, WM x WN warps (each warp owns a 32 x 32 or 32 x 64 sub-tile),
+// `Stages` shared-memory buffers in flight.
+template <int BM_, int BN_, int BK_, int WM_, int WN_, int Stages_>
+struct TileConfig {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_, Stages = Stages_;
+  static constexpr int kThreads = WM * WN * 32;
+  static_assert(BK == 64 || BK == 128, "K tile is 64 or 128 int8 (one swizzled 16-byte row set)");
+  static_assert(BM % (16 * WM) == 0 && BN % (16 * WN) == 0, "warp layout must tile the CTA");
+
+  // Warps arranged WM x WN; per MMA "tile" each warp does 16 rows x 16 columns (two 16x8 atoms
+  // along N, so B fragments come from one ldmatrix.x4).
+  using TiledMma = decltype(cute::make_tiled_mma(
+      cute::SM80_16x8x32_S32S8S8S32_TN{},
+      cute::Layout<cute::Shape<cute::Int<WM>, cute::Int<WN>, cute::_1>>{},
+      cute::Tile<cute::Int<16 * WM>, cute::Int<16 * WN>, cute::_32>{}));
+
+  // K-major rows of BK bytes; the XOR swizzle spreads the 8 rows an ldmatrix phase reads over
+  // all 32 banks (16-byte granularity, so each cp.async destination stays contiguous).
+  using SwizzleAtom = std::conditional_t<
+      BK == 128,
+      decltype(cute::composition(cute::Swizzle<3, 4, 3>{},
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
+                                              cute::Stride<cute::Int<BK>, cute::_1>>{})),
+      decltype(cute::composition(cute::Swizzle<2, 4, 3>{},
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
+                                              cute::Stride<cute::Int<BK>, cute::_1>>{}))>;
+  using SmemLayoutA = decltype(cute::tile_to_shape(
+      SwizzleAtom{}, cute::make_shape(cute::Int<BM>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
+  using SmemLayoutB = decltype(cute::tile_to_shape(
+      SwizzleAtom{}, cute::make_shape(cute::Int<BN>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
+  using SmemCopyAtom = cute::Copy_Atom<cute::SM75_U32x4_LDSM_N, int8_t>;
+
+  // Per stage: A and B tiles, plus the block scales (QA, QB) and super-group scales (FA, FB) of
+  // the K-block that ends in this stage's K tile (hybrid only, 4 bytes each).
+  static constexpr int kTileBytes = (BM + BN) * BK;
+  static constexpr int kScaleBytes = 2 * (BM + BN) * 4;
+  static constexpr int kSmemBytes = Stages * (kTileBytes + kScaleBytes);
+};
+
+// The hybrid kernel keeps three accumulator sets (block sum, int32 chunk, fp32 total) plus the
+// scales and needs ~240 registers (capping it at 168 for 3 CTAs/SM spilled 1 KB: PERF.md); the
+// per-token kernel fits two CTAs per SM.
+template <class Cfg, Scheme kScheme, typename Out>
+__global__ void __launch_bounds__(
+    Cfg::kThreads, kScheme == Scheme::kHybrid || (I8H_EXP_SM80 == 2 && Cfg::kThreads > 128) ? 1 : 2)
+    grouped_gemm_sm80_kernel(const __grid_constant__ GroupedGemmParams p) {
+  using namespace cute;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, Stages = Cfg::Stages;
+  constexpr int kThreads = Cfg::kThreads;
+  constexpr bool kHybrid = kScheme == Scheme::kHybrid;
+
+  // ---- which tile -----------------------------------------------------------------------------
+  const TileCoord tc = decode_tile(p, p.tile_offsets, static_cast<int>(blockIdx.x / p.n_tiles),
+                                   static_cast<int>(blockIdx.x % p.n_tiles), BM, BN);
+  if (tc.expert < 0) return;
+  const int expert = tc.expert, rows_valid = tc.rows_valid, cols_valid = tc.cols_valid;
+  const int64_t row0 = tc.row0, n0 = tc.n0;
+
+  const int8_t* gA = p.A + row0 * p.K;
+  const int8_t* gB = p.B + (int64_t(expert) * p.N + n0) * p.K;
+
+  // ---- shared memory --------------------------------------------------------------------------
+  extern __shared__ __align__(128) uint8_t smem[];
+  int8_t* smem_a = reinterpret_cast<int8_t*>(smem);
+  int8_t* smem_b = smem_a + cosize(typename Cfg::SmemLayoutA{});
+  int32_t* smem_qa = reinterpret_cast<int32_t*>(smem_b + cosize(typename Cfg::SmemLayoutB{}));
+  int32_t* smem_qb = smem_qa + Stages * BM;
+  float* smem_fa = reinterpret_cast<float*>(smem_qb + Stages * BN);
+  float* smem_fb = smem_fa + Stages * BM;
+  Tensor sA = make_tensor(make_smem_ptr(smem_a), typename Cfg::SmemLayoutA{});  // (BM,BK,S)
+  Tensor sB = make_tensor(make_smem_ptr(smem_b), typename Cfg::SmemLayoutB{});  // (BN,BK,S)
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int k_tiles = static_cast<int>((p.K + BK - 1) / BK);
+
+  // ---- global -> shared: one K tile of A and B (+ the scales of a block ending in it) --------
+  // The loader runs Stages-1 tiles ahead of the MMAs with its own block cursor.
+  int load_kt = 0, load_j = 0;  // next K tile to load, its index inside its block
+  BlockCursor load_block;
+  auto load_next_tile = [&]() {
+    const int kt = load_kt, stage = load_kt % Stages;
+    const int64_t k0 = int64_t(kt) * BK;
+    constexpr int kChunksPerRow = BK / 16;
+    static_assert((BM * kChunksPerRow) % kThreads == 0 && (BN * kChunksPerRow) % kThreads == 0,
+                  "every thread issues the same number of 16-byte copies");
+    CUTE_UNROLL
+    for (int it = 0; it < BM * kChunksPerRow / kThreads; ++it) {
+      const int c = tid + it * kThreads;
+      const int r = c / kChunksPerRow, kc = (c % kChunksPerRow) * 16;
+      const bool ok = r < rows_valid && k0 + kc < p.K;
+      const int8_t* src = ok ? gA + int64_t(r) * p.K + k0 + kc : p.A;
+      detail::cp_async_16_zfill(&sA(r, kc, stage), src, ok);
+    }
+    CUTE_UNROLL
+    for (int it = 0; it < BN * kChunksPerRow / kThreads; ++it) {
+      const int c = tid + it * kThreads;
+      const int r = c / kChunksPerRow, kc = (c % kChunksPerRow) * 16;
+      const bool ok = r < cols_valid && k0 + kc < p.K;
+      const int8_t* src = ok ? gB + int64_t(r) * p.K + k0 + kc : p.B;
+      detail::cp_async_16_zfill(&sB(r, kc, stage), src, ok);
+    }
+    ++load_kt;
+    if constexpr (kHybrid) {
+      if (load_j + 1 == p.k_tiles_per_block || load_kt == k_tiles) {
+        const int b = load_block.b, g = load_block.g;
+        const bool flush = load_block.flush(p);
+        for (int i = tid; i < BM + BN; i += kThreads) {
+          if (i < BM) {
+            const bool ok = i < rows_valid;
+            const int64_t row = row0 + (ok ? i : 0);
+            detail::cp_async_4_zfill(&smem_qa[stage * BM + i], p.QA + row * p.nb + b, ok);
+            if (flush)
+              detail::cp_async_4_zfill(&smem_fa[stage * BM + i], p.FA + row * p.ng + g, ok);
+          } else {
+            const int j = i - BM;
+            const bool ok = j < cols_valid;
+            const int64_t col = int64_t(expert) * p.N + n0 + (ok ? j : 0);
+            detail::cp_async_4_zfill(&smem_qb[stage * BN + j], p.QB + col * p.nb + b, ok);
+            if (flush)
+              detail::cp_async_4_zfill(&smem_fb[stage * BN + j], p.FB + col * p.ng + g, ok);
+          }
+        }
+        load_block.next(p);
+        load_j = 0;
+      } else {
+        ++load_j;
+      }
+    }
+  };
+
+  // ---- MMA partitions -------------------------------------------------------------------------
+  typename Cfg::TiledMma mma;
+  auto thr_mma = mma.get_slice(tid);
+  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));             // (MMA, MMA_M, MMA_K)
+  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));             // (MMA, MMA_N, MMA_K)
+  Tensor blk0 = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32 (MMA,MMA_M,MMA_N)
+  auto s2r_a = make_tiled_copy_A(typename Cfg::SmemCopyAtom{}, mma);
+  auto s2r_thr_a = s2r_a.get_slice(tid);
+  Tensor tXsA = s2r_thr_a.partition_S(sA);
+  Tensor tXrA = s2r_thr_a.retile_D(tCrA);
+  auto s2r_b = make_tiled_copy_B(typename Cfg::SmemCopyAtom{}, mma);
+  auto s2r_thr_b = s2r_b.get_slice(tid);
+  Tensor tXsB = s2r_thr_b.partition_S(sB);
+  Tensor tXrB = s2r_thr_b.retile_D(tCrB);
+  // (m, n) inside the CTA tile of every accumulator element of this thread. In the SM80 16x8 C
+  // layout the value mode is (2 columns, 2 rows): the row depends only on (v1, MMA_M index), the
+  // column only on (v0, MMA_N index), so a thread touches 2*MMA_M rows and 2*MMA_N columns.
+  Tensor tCcC = thr_mma.partition_C(make_identity_tensor(Shape<Int<BM>, Int<BN>>{}));
+  constexpr int kMmaM = decltype(size<1>(blk0))::value, kMmaN = decltype(size<2>(blk0))::value;
+  using PairMode = decltype(size<0, 0>(blk0));
+  static_assert(PairMode::value == 2, "accumulator mode 0 must pair adjacent columns");
+  int rows[2 * kMmaM], cols[2 * kMmaN];
+  CUTE_UNROLL
+  for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+  for (int v = 0; v < 2; ++v) rows[v + 2 * mi] = get<0>(tCcC(make_coord(make_coord(0, v), mi, 0)));
+  CUTE_UNROLL
+  for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
+  for (int v = 0; v < 2; ++v) cols[v + 2 * ni] = get<1>(tCcC(make_coord(make_coord(v, 0), 0, ni)));
+  auto elem = [](auto& t, int v0, int v1, int mi, int ni) -> auto& {
+    return t(make_coord(make_coord(v0, v1), mi, ni));
+  };
+
+  // Software pipeline over K tiles (fragments double-buffered across k-steps): the fragments of
+  // k-step ks+1 are read from shared memory while the MMAs of ks run, and the barrier that
+  // publishes the next K tile sits before the last k-step, so its wait overlaps tensor work.
+  //   after_first(): issued after the first k-step's MMAs (the hybrid's deferred rescale);
+  //   before_barrier(): last chance to read this tile's stage (the hybrid's block scales).
+  constexpr int kMmaK = size<2>(tCrA);
+  // Only two fragment slots are live (ks & 1): the k-step in flight and the next one.
+  auto load_fragments = [&](int ks, int stage) {
+    copy(s2r_a, tXsA(_, _, ks, stage), tXrA(_, _, ks & 1));
+    copy(s2r_b, tXsB(_, _, ks, stage), tXrB(_, _, ks & 1));
+  };
+  auto mma_tile = [&](auto& acc, int kt, auto&& after_first, auto&& before_barrier) {
+    const int stage = kt % Stages;
+    CUTE_UNROLL
+    for (int ks = 0; ks < kMmaK; ++ks) {
+      if (ks == kMmaK - 1) {
+        before_barrier(stage);
+        detail::cp_async_wait<Stages - 2>();  // this thread's copies of tile kt+1 landed
+        __syncthreads();  // ... everyone's; and nobody reads stage kt%Stages any more
+      }
+      if (ks + 1 < kMmaK)
+        load_fragments(ks + 1, stage);
+      else if (kt + 1 < k_tiles)
+        load_fragments(0, (kt + 1) % Stages);
+      if (ks == 0) {
+        if (load_kt < k_tiles) load_next_tile();  // refills the stage of tile kt-1
+        detail::cp_async_commit();
+      }
+      cute::gemm(mma, tCrA(_, _, ks & 1), tCrB(_, _, ks & 1), acc);
+      if (ks == 0) after_first();
+    }
+  };
+  auto nothing = [](auto...) {};
+
+  // ---- pipeline prologue ------------------------------------------------------------------------
+  clear(blk0);
+  CUTE_UNROLL
+  for (int s = 0; s < Stages - 1; ++s) {
+    if (load_kt < k_tiles) load_next_tile();
+    detail::cp_async_commit();
+  }
+  detail::cp_async_wait<Stages - 2>();
+  __syncthreads();
+  load_fragments(0, 0);
+
+  Tensor acc_f = make_tensor_like<float>(blk0);
+  if constexpr (!kHybrid) {
+    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, nothing);
+  } else {
+    // Hybrid main loop: at the end of each K-block the block sum is rescaled into the int32
+    // chunk accumulator (IMUL + IMAD per element, registers only) and, at chunk ends, flushed into
+    // fp32. (A variant that double-buffered the block sum to overlap this with the next block's
+    // MMAs needed 4 accumulator sets and spilled: docs/PERF.md v3.)
+    Tensor acc_i = make_tensor_like(blk0);
+    clear(acc_i);
+    clear(acc_f);
+    int qa[2 * kMmaM] = {}, qb[2 * kMmaN] = {};    // block scales of the current block
+    float fa[2 * kMmaM] = {}, fb[2 * kMmaN] = {};  // super-group scales (flushing blocks)
+    BlockCursor block;
+
+    // Visits every accumulator element with its row slot (v1 + 2*mi) and column slot (v0 + 2*ni).
+    auto for_each_elem = [&](auto&& f) {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+      for (int ni = 0; ni < kMmaN; ++ni) CUTE_UNROLL
+      for (int v1 = 0; v1 < 2; ++v1) CUTE_UNROLL
+      for (int v0 = 0; v0 < 2; ++v0) f(v0, v1, mi, ni, v1 + 2 * mi, v0 + 2 * ni);
+    };
+    // Integer path: acc_i += blk * (QA * QB), exact while the chunk bound holds.
+    auto rescale_int = [&](auto& blk) {
+      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
+        int& b = elem(blk, v0, v1, mi, ni);
+        elem(acc_i, v0, v1, mi, ni) += b * (qa[r] * qb[c]);
+        b = 0;
+      });
+    };
+    auto flush_int = [&]() {
+      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
+        int& a = elem(acc_i, v0, v1, mi, ni);
+        float& f = elem(acc_f, v0, v1, mi, ni);
+        f = fmaf(static_cast<float>(a), fa[r] * fb[c], f);
+        a = 0;
+      });
+    };
+    // fp32 path (flush_period == 0): one block term can exceed int32, form it in fp32.
+    auto rescale_fp32 = [&](auto& blk) {
+      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
+        int& b = elem(blk, v0, v1, mi, ni);
+        const float term = static_cast<float>(b) * static_cast<float>(qa[r] * qb[c]);
+        float& f = elem(acc_f, v0, v1, mi, ni);
+        f = fmaf(term, fa[r] * fb[c], f);
+        b = 0;
+      });
+    };
+    // Scales of the block whose last K tile sits in `stage`, copied to registers before the
+    // next tile's barrier lets the loader overwrite that stage.
+    auto take_scales = [&](int stage, bool with_f) {
+      CUTE_UNROLL
+      for (int r = 0; r < 2 * kMmaM; ++r) qa[r] = smem_qa[stage * BM + rows[r]];
+      CUTE_UNROLL
+      for (int c = 0; c < 2 * kMmaN; ++c) qb[c] = smem_qb[stage * BN + cols[c]];
+      if (with_f) {
+        CUTE_UNROLL
+        for (int r = 0; r < 2 * kMmaM; ++r) fa[r] = smem_fa[stage * BM + rows[r]];
+        CUTE_UNROLL
+        for (int c = 0; c < 2 * kMmaN; ++c) fb[c] = smem_fb[stage * BN + cols[c]];
+      }
+    };
+
+    auto main_loop = [&](auto fp32_terms) {
+      constexpr bool kFp32 = decltype(fp32_terms)::value;
+      while (block.b < p.nb) {
+        const int kt0 = block.b * p.k_tiles_per_block;
+        const int kt_last = min(kt0 + p.k_tiles_per_block, k_tiles) - 1;
+        const bool flush_this = block.flush(p);
+        auto scales_if_last = [&](int kt) {
+          return [&, kt](int stage) {
+            if (kt == kt_last) take_scales(stage, flush_this);
+          };
+        };
+        for (int kt = kt0; kt <= kt_last; ++kt) mma_tile(blk0, kt, nothing, scales_if_last(kt));
+        if constexpr (kFp32) {
+          rescale_fp32(blk0);
+        } else {
+          rescale_int(blk0);
+          if (flush_this) flush_int();
+        }
+        block.next(p);
+      }
+    };
+    if (p.flush_period > 0)
+      main_loop(std::false_type{});
+    else
+      main_loop(std::true_type{});
+  }
+  detail::cp_async_wait<0>();
+
+  // ---- epilogue: scale, round once, store pairs of adjacent columns ---------------------------
+  Out* gC = reinterpret_cast<Out*>(p.C) + row0 * p.N + n0;
+  using Out2 = typename detail::Pair<Out>::type;
+  CUTE_UNROLL
+  for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+  for (int v1 = 0; v1 < 2; ++v1) {
+    const int m = rows[v1 + 2 * mi];
+    if (m >= rows_valid) continue;
+    float sa = 1.f;
+    if constexpr (!kHybrid) sa = p.scale_a[p.scale_a_per_row ? row0 + m : 0];
+    CUTE_UNROLL
+    for (int ni = 0; ni < kMmaN; ++ni) {
+      const int n = cols[2 * ni];
+      if (n >= cols_valid) continue;  // N % 8 == 0: n + 1 is valid too
+      float v0, v1f;
+      if constexpr (kHybrid) {
+        v0 = elem(acc_f, 0, v1, mi, ni);
+        v1f = elem(acc_f, 1, v1, mi, ni);
+      } else {
+        const float* sb =
+            p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n : int64_t(expert));
+        v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * sb[0];
+        v1f =
+            static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa * sb[p.scale_b_per_channel ? 1 : 0];
+      }
+      Out2 pair;
+      pair.x = detail::to_out<Out>(v0);
+      pair.y = detail::to_out<Out>(v1f);
+      *reinterpret_cast<Out2*>(gC + int64_t(m) * p.N + n) = pair;
+    }
+  }
+}
+
+}  // namespace int8_hybrid_moe::gemm
