@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(
   // Thread tid < BM + BN copies the scales of row tid (A) or column tid - BM (B) of each block:
   // row pointers into QA / QB and FA / FB, a row past the tile's data reading the first row
   // instead (zero-filled).
-  static_assert(BM + BN <= kThreads, "one thread per scale row");
+  static_assert(!kHybrid || BM + BN <= kThreads, "one thread per scale row");
   const int32_t* sc_q = nullptr;
   const float* sc_f = nullptr;
   bool sc_ok = false;
