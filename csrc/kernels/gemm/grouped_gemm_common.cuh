@@ -48,9 +48,6 @@ __device__ __forceinline__ void cp_async_16_zfill(uint32_t s, const void* gmem, 
   const int n = pred ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
-__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool pred) {
-  cp_async_16_zfill(cute::cast_smem_ptr_to_uint(smem), gmem, pred);  // EXPERIMENT (old loader)
-}
 __device__ __forceinline__ void cp_async_4_zfill(void* smem, const void* gmem, bool pred) {
   const uint32_t s = cute::cast_smem_ptr_to_uint(smem);
   const int n = pred ? 4 : 0;

@@ -13,10 +13,6 @@
 // M-tiles never straddle experts (see group_tiles.cuh).
 #pragma once
 
-#ifdef I8H_EXP_OLD_SM80  // EXPERIMENT: the loaders before this change, for the A/B
-#include "kernels/gemm/grouped_gemm_sm80_old.cuh"
-#else
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -387,4 +383,3 @@ __global__ void __launch_bounds__(
 }
 
 }  // namespace int8_hybrid_moe::gemm
-#endif  // I8H_EXP_OLD_SM80
