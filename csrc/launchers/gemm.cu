@@ -75,9 +75,9 @@ void require_gemm_tile_runnable(GemmTile t, const char* fn, const char* arg) {
 //     2048 x 2048, 1024 x 4096 and 2048 x 4096;
 //   - decode (M = 64, 2 rows per expert): 128 x 128 is 1% faster on GEMM1 and 18% faster on
 //     GEMM2 than 128 x 256 (v16).
-// SM80 tiles (measured on H100 at the default MoE shape, mean 256 rows/expert):
-// - hybrid: 64x64 tiles (4 warps, two CTAs per SM) beat 128x64 on both MoE GEMMs (1.37 vs 1.50 ms
-//   and 1.06 vs 1.08 ms); 128x64 is kept for very large experts, where a 64-row tile re-reads
+// SM80 tiles (measured on H100 at the default MoE shape, mean 256 rows/expert; v22):
+// - hybrid: 64x64 tiles (4 warps, two CTAs per SM) beat 128x64 on both MoE GEMMs (1.05 vs 1.26 ms
+//   and 0.71 vs 0.90 ms); 128x64 is kept for very large experts, where a 64-row tile re-reads
 //   the weights twice as often.
 // - per-token: 128x128 (64x64 warp tiles) for large experts, 64x64 when experts are small
 //   (decode: a 128-row tile would be mostly padding).
