@@ -39,12 +39,6 @@ constexpr int tile_block_m(GemmTile t, bool hybrid) {
   return t == GemmTile::k64x64 ? 64 : 128;
 }
 constexpr int tile_block_n(GemmTile t) {
-#if defined(I8H_EXP_SM80) && I8H_EXP_SM80 == 2
-  if (t == GemmTile::k128x128) return 256;
-#endif
-#if defined(I8H_EXP_SM80) && (I8H_EXP_SM80 == 3 || I8H_EXP_SM80 == 4)
-  if (t == GemmTile::k128x64) return 128;
-#endif
   if (t == GemmTile::kSm90_128x256) return 256;
   return t == GemmTile::k128x128 || t == GemmTile::kSm90_128x128 ? 128 : 64;
 }

@@ -24,21 +24,12 @@ void launch_grouped_gemm_kernel(GroupedGemmParams& p, int64_t max_m_tiles, cudaS
 
 // The tile configs (BM, BN, BK, warps M x N, stages). Shared memory per CTA stays under the
 // 99 KiB opt-in limit of SM89 so every config runs on SM80, SM89 and SM90.
-// EXPERIMENT (I8H_EXP_SM80 = 1..): other SM80 configs behind the same tile names.
-using Tile64x64x128 = TileConfig<64, 64, 128, 2, 2, 4>;  // 69.6 KiB
-using Tile128x64x128 =
-    std::conditional_t<I8H_EXP_SM80 == 3, TileConfig<128, 128, 128, 4, 2, 3>,
-                       std::conditional_t<I8H_EXP_SM80 == 4, TileConfig<128, 128, 128, 4, 2, 2>,
-                                          TileConfig<128, 64, 128, 4, 2, 3>>>;  // 78 KiB
-using Tile64x64x64 = TileConfig<64, 64, 64, 2, 2, 4>;                           // 36.9 KiB
-using Tile128x64x64 =
-    std::conditional_t<I8H_EXP_SM80 == 3 || I8H_EXP_SM80 == 4, TileConfig<128, 128, 64, 4, 2, 4>,
-                       TileConfig<128, 64, 64, 4, 2, 4>>;  // 55 KiB
+using Tile64x64x128 = TileConfig<64, 64, 128, 2, 2, 4>;    // 69.6 KiB
+using Tile128x64x128 = TileConfig<128, 64, 128, 4, 2, 3>;  // 78 KiB
+using Tile64x64x64 = TileConfig<64, 64, 64, 2, 2, 4>;      // 36.9 KiB
+using Tile128x64x64 = TileConfig<128, 64, 64, 4, 2, 4>;    // 55 KiB
 using Tile128x128x64 =
-    std::conditional_t<I8H_EXP_SM80 == 1, TileConfig<128, 128, 128, 2, 2, 3>,
-                       std::conditional_t<I8H_EXP_SM80 == 2, TileConfig<128, 256, 64, 2, 4, 3>,
-                                          TileConfig<128, 128, 64, 2, 2, 4>>>;  // 72 KiB, 64x64
-                                                                                // warp tiles
+    TileConfig<128, 128, 64, 2, 2, 4>;  // 72 KiB, 64x64 warp tiles (per-token only)
 
 // Hybrid GEMM dispatch over (tile, K tile) for one output type; each gemm_instances_hybrid_*.cu
 // instantiates it for its dtype so the heavy instantiations compile in parallel.

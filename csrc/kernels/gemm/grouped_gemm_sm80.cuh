@@ -24,10 +24,6 @@
 
 #include "kernels/gemm/grouped_gemm_common.cuh"
 
-#ifndef I8H_EXP_SM80
-#define I8H_EXP_SM80 0
-#endif
-
 namespace int8_hybrid_moe::gemm {
 
 // Threadblock tile BM x BN x BK, WM x WN warps (each warp owns a 32 x 32 or 32 x 64 sub-tile),
@@ -73,8 +69,7 @@ struct TileConfig {
 // scales and needs ~240 registers (capping it at 168 for 3 CTAs/SM spilled 1 KB: PERF.md); the
 // per-token kernel fits two CTAs per SM.
 template <class Cfg, Scheme kScheme, typename Out>
-__global__ void __launch_bounds__(
-    Cfg::kThreads, kScheme == Scheme::kHybrid || (I8H_EXP_SM80 == 2 && Cfg::kThreads > 128) ? 1 : 2)
+__global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 : 2)
     grouped_gemm_sm80_kernel(const __grid_constant__ GroupedGemmParams p) {
   using namespace cute;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, Stages = Cfg::Stages;
