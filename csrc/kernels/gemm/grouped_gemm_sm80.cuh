@@ -245,8 +245,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   clear(blk0);
   // Per-token: the tile's row scales then column scales go to shared memory with the first K tile
   // (smem_f[0, BM + BN): the hybrid's scale slots, unused here), so the epilogue's scale loads
-  // do not wait on global memory after the main loop (they held 12-15% of the stall samples).
-#ifndef I8H_EXP_OLD_EPI
+  // do not wait on global memory after the main loop (12-15% of the stall samples; PERF.md v23).
   if constexpr (!kHybrid) {
     CUTE_UNROLL
     for (int it = 0; it < (BM + BN + kThreads - 1) / kThreads; ++it) {
@@ -262,7 +261,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
       detail::cp_async_4_zfill(&smem_f[e], src, ok);
     }
   }
-#endif
   CUTE_UNROLL
   for (int s = 0; s < Stages - 1; ++s) {
     if (load_kt < k_tiles) load_next_tile();
@@ -373,11 +371,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     const int m = rows[v1 + 2 * mi];
     if (m >= rows_valid) continue;
     float sa = 1.f;
-#ifdef I8H_EXP_OLD_EPI
-    if constexpr (!kHybrid) sa = p.scale_a[p.scale_a_per_row ? row0 + m : 0];
-#else
     if constexpr (!kHybrid) sa = smem_f[m];
-#endif
     CUTE_UNROLL
     for (int ni = 0; ni < kMmaN; ++ni) {
       const int n = cols[2 * ni];
@@ -387,16 +381,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
         v0 = elem(acc_f, 0, v1, mi, ni);
         v1f = elem(acc_f, 1, v1, mi, ni);
       } else {
-#ifdef I8H_EXP_OLD_EPI
-        const float* sb =
-            p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + n : int64_t(expert));
-        v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * sb[0];
-        v1f =
-            static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa * sb[p.scale_b_per_channel ? 1 : 0];
-#else
         v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * smem_f[BM + n];
         v1f = static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa * smem_f[BM + n + 1];
-#endif
       }
       Out2 pair;
       pair.x = detail::to_out<Out>(v0);
