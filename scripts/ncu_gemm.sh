@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Nsight Compute profile of the grouped GEMM kernels (and cuBLAS's dense GEMM of the same run),
 # printed as compact tables: per kernel the duration, speed-of-light throughputs, the busiest
-# pipes and the top warp-stall reasons; then, per SM90 kernel, the SASS instructions that hold the
-# most stall samples (PC sampling), with their main stall reason. The full report stays in
-# $OUT/ncu_gemm.ncu-rep for the Nsight Compute GUI.
+# pipes and the top warp-stall reasons; then, per kernel, the stall samples by opcode and the SASS
+# instructions that hold the most (PC sampling), with their main stall reason. Kernels are named by
+# scheme and tile (SM90: "hybrid sm90_128x128 st3"; SM80: "per-token sm80 128x128x64 w2x2 st4").
+# The full report stays in $OUT/ncu_gemm.ncu-rep for the Nsight Compute GUI.
 #
 #   scripts/ncu_gemm.sh BUILD_DIR [bench_gemm arguments, e.g. --tiles sm90_128x128]
+#   KERNELS=regex:sm80 scripts/ncu_gemm.sh BUILD_DIR --tiles 128x128,64x64   (the SM80 kernels)
 #
 # Env: OUT (report folder, default BUILD_DIR), KERNELS (ncu -k filter, default every kernel whose
 # name holds "gemm": ours and cuBLAS's), LAUNCHES (ncu --launch-count, default 5), TOP
