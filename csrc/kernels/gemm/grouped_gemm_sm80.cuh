@@ -39,7 +39,7 @@ struct TileConfig {
   // along N, so B fragments come from one ldmatrix.x4).
   using TiledMma = decltype(cute::make_tiled_mma(
       cute::SM80_16x8x32_S32S8S8S32_TN{},
-      cute::Layout<cute::Shape<cute::Int<WM>, cute::Int<WN>, cute::_1> >{},
+      cute::Layout<cute::Shape<cute::Int<WM>, cute::Int<WN>, cute::_1>>{},
       cute::Tile<cute::Int<16 * WM>, cute::Int<16 * WN>, cute::_32>{}));
 
   // K-major rows of BK bytes; the XOR swizzle spreads the 8 rows an ldmatrix phase reads over
@@ -47,11 +47,11 @@ struct TileConfig {
   using SwizzleAtom = std::conditional_t<
       BK == 128,
       decltype(cute::composition(cute::Swizzle<3, 4, 3>{},
-                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK> >,
-                                              cute::Stride<cute::Int<BK>, cute::_1> >{})),
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
+                                              cute::Stride<cute::Int<BK>, cute::_1>>{})),
       decltype(cute::composition(cute::Swizzle<2, 4, 3>{},
-                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK> >,
-                                              cute::Stride<cute::Int<BK>, cute::_1> >{}))>;
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<BK>>,
+                                              cute::Stride<cute::Int<BK>, cute::_1>>{}))>;
   using SmemLayoutA = decltype(cute::tile_to_shape(
       SwizzleAtom{}, cute::make_shape(cute::Int<BM>{}, cute::Int<BK>{}, cute::Int<Stages>{})));
   using SmemLayoutB = decltype(cute::tile_to_shape(
@@ -178,9 +178,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   // ---- MMA partitions -------------------------------------------------------------------------
   typename Cfg::TiledMma mma;
   auto thr_mma = mma.get_slice(tid);
-  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));              // (MMA, MMA_M, MMA_K)
-  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));              // (MMA, MMA_N, MMA_K)
-  Tensor blk0 = partition_fragment_C(mma, Shape<Int<BM>, Int<BN> >{});  // int32 (MMA,MMA_M,MMA_N)
+  Tensor tCrA = thr_mma.partition_fragment_A(sA(_, _, 0));             // (MMA, MMA_M, MMA_K)
+  Tensor tCrB = thr_mma.partition_fragment_B(sB(_, _, 0));             // (MMA, MMA_N, MMA_K)
+  Tensor blk0 = partition_fragment_C(mma, Shape<Int<BM>, Int<BN>>{});  // int32 (MMA,MMA_M,MMA_N)
   auto s2r_a = make_tiled_copy_A(typename Cfg::SmemCopyAtom{}, mma);
   auto s2r_thr_a = s2r_a.get_slice(tid);
   Tensor tXsA = s2r_thr_a.partition_S(sA);
@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   // (m, n) inside the CTA tile of every accumulator element of this thread. In the SM80 16x8 C
   // layout the value mode is (2 columns, 2 rows): the row depends only on (v1, MMA_M index), the
   // column only on (v0, MMA_N index), so a thread touches 2*MMA_M rows and 2*MMA_N columns.
-  Tensor tCcC = thr_mma.partition_C(make_identity_tensor(Shape<Int<BM>, Int<BN> >{}));
+  Tensor tCcC = thr_mma.partition_C(make_identity_tensor(Shape<Int<BM>, Int<BN>>{}));
   constexpr int kMmaM = decltype(size<1>(blk0))::value, kMmaN = decltype(size<2>(blk0))::value;
   using PairMode = decltype(size<0, 0>(blk0));
   static_assert(PairMode::value == 2, "accumulator mode 0 must pair adjacent columns");
