@@ -77,6 +77,21 @@ PY
   add "bench_gemm (decode, M=64) exit" "${PIPESTATUS[0]}"
   "$BUILD/bench_int8_hybrid_moe" --json "$LOGDIR/bench_moe.json" 2>&1 | tee -a "$LOGDIR/bench.log"
   add "bench_int8_hybrid_moe exit" "${PIPESTATUS[0]}"
+  # The optional fused permute + quantize path (bit-identical results; default off) beside the
+  # default, so its end-to-end time is measured on the same card in the same run.
+  VLLM_INT8_HYBRID_FUSED_PERMUTE_QUANT=1 "$BUILD/bench_int8_hybrid_moe" \
+    --json "$LOGDIR/bench_moe_fused_permute.json" 2>&1 | tee -a "$LOGDIR/bench.log"
+  add "bench_int8_hybrid_moe (fused permute) exit" "${PIPESTATUS[0]}"
+  while IFS= read -r line; do add "${line%%|*}" "${line#*|}"; done < <(python3 - \
+    "$LOGDIR/bench_moe.json" "$LOGDIR/bench_moe_fused_permute.json" <<'PY' 2>/dev/null
+import json, sys
+for path, label in zip(sys.argv[1:], ("default", "fused permute")):
+    d = json.load(open(path))
+    parts = [f'{r["name"]} {r["median_ms"]:.3f} ms' for r in d["paths"]]
+    ok = "AGREE" if d.get("agreement_ok") else "CHECK FAILED"
+    print(f"forward ms ({label})|" + "; ".join(parts) + f" ({ok})")
+PY
+)
   INT8_HYBRID_MOE_LIB="$BUILD/libint8_hybrid_moe_ops.so" python3 "$ROOT/bench_int8_hybrid_moe.py" \
     2>&1 | tee -a "$LOGDIR/bench.log"
   add "bench_int8_hybrid_moe.py exit" "${PIPESTATUS[0]}"
