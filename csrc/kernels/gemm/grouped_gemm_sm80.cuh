@@ -125,20 +125,30 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   const uint32_t ld_sa = cute::cast_smem_ptr_to_uint(&sA(ld_row, ld_kc, 0));
   const uint32_t ld_sb = cute::cast_smem_ptr_to_uint(&sB(ld_row, ld_kc, 0));
   const int ld_k_end = static_cast<int>(min(p.K - ld_kc, int64_t(INT32_MAX)));
-  // Thread tid < BM + BN copies the scales of row tid (A) or column tid - BM (B) of each block:
-  // row pointers into QA / QB and FA / FB, a row past the tile's data reading the first row
-  // instead (zero-filled).
+  // Scale element e < BM + BN of a tile belongs to row e of A (e < BM) or to row e - BM of the
+  // expert's B; `i` is that row inside the tile. A row past the tile's data is read as the tile's
+  // first one (always present) and zero-filled (`ok` false), so every address stays in bounds.
+  struct ScaleRow {
+    bool is_a, ok;
+    int i;
+  };
+  auto scale_row = [&](int e) {
+    const bool is_a = e < BM;
+    const int i = is_a ? e : e - BM;
+    const bool ok = i < (is_a ? rows_valid : cols_valid);
+    return ScaleRow{is_a, ok, ok ? i : 0};
+  };
+  // Hybrid: thread tid < BM + BN copies the block (and super-group) scales of scale row tid.
   static_assert(!kHybrid || BM + BN <= kThreads, "one thread per scale row");
   const int32_t* sc_q = nullptr;
   const float* sc_f = nullptr;
   bool sc_ok = false;
   if constexpr (kHybrid) {
-    const bool is_a = tid < BM;
-    const int e = is_a ? tid : tid - BM;
-    sc_ok = e < (is_a ? rows_valid : cols_valid);
-    const int64_t row = (is_a ? row0 : int64_t(expert) * p.N + n0) + (sc_ok ? e : 0);
-    sc_q = (is_a ? p.QA : p.QB) + row * p.nb;
-    sc_f = (is_a ? p.FA : p.FB) + row * p.ng;
+    const ScaleRow sr = scale_row(tid);
+    const int64_t row = (sr.is_a ? row0 : int64_t(expert) * p.N + n0) + sr.i;
+    sc_ok = sr.ok;
+    sc_q = (sr.is_a ? p.QA : p.QB) + row * p.nb;
+    sc_f = (sr.is_a ? p.FA : p.FB) + row * p.ng;
   }
   int load_kt = 0, load_j = 0;  // next K tile to load, its index inside its block
   BlockCursor load_block;
@@ -251,14 +261,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     for (int it = 0; it < (BM + BN + kThreads - 1) / kThreads; ++it) {
       const int e = tid + it * kThreads;
       if (e >= BM + BN) break;
-      const bool is_a = e < BM;
-      const int i = is_a ? e : e - BM;
-      const bool ok = i < (is_a ? rows_valid : cols_valid);
-      const int j = ok ? i : 0;
-      const float* src = is_a ? p.scale_a + (p.scale_a_per_row ? row0 + j : 0)
-                              : p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + j
-                                                                   : int64_t(expert));
-      detail::cp_async_4_zfill(&smem_f[e], src, ok);
+      const ScaleRow sr = scale_row(e);
+      const float* src =
+          sr.is_a ? p.scale_a + (p.scale_a_per_row ? row0 + sr.i : 0)
+                  : p.scale_b + (p.scale_b_per_channel ? int64_t(expert) * p.N + n0 + sr.i
+                                                       : int64_t(expert));
+      detail::cp_async_4_zfill(&smem_f[e], src, sr.ok);
     }
   }
   CUTE_UNROLL
