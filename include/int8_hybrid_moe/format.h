@@ -36,9 +36,15 @@ inline void validate_format(const HybridFormat& f, const char* fn) {
   I8H_CHECK_ARG(f.q_max >= 1 && f.q_max <= 127, fn, "q_max", "in [1, 127]", f.q_max);
 }
 
-// K (the reduction dimension) of any quantized operand: a positive multiple of 16.
+// Largest K (reduction dimension) the kernels take: their offsets along K are 32-bit.
+inline constexpr int64_t kMaxReductionDim = int64_t(1) << 30;
+
+// K (the reduction dimension) of any quantized operand: a positive multiple of 16, at most
+// kMaxReductionDim.
 inline void validate_reduction_dim(int64_t K, const char* fn, const char* arg = "K") {
   I8H_CHECK_ARG(K > 0 && K % 16 == 0, fn, arg, "a positive multiple of 16", K);
+  I8H_CHECK_ARG(K <= kMaxReductionDim, fn, arg,
+                "at most 2^30 = 1073741824 (the kernels' offsets along K are 32-bit)", K);
 }
 
 // Overflow safeguard of the hybrid GEMM (docs/FORMAT.md, "Exactness"): the number of consecutive

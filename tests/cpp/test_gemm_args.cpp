@@ -86,6 +86,8 @@ TEST(GemmArgs, ShapeOfBoth) {
     EXPECT_BAD_ARG(call(s), fn, "shape.K", "multiple of 16");
     s.K = -16;
     EXPECT_BAD_ARG(call(s), fn, "shape.K", "multiple of 16");
+    s.K = kMaxReductionDim + 16;  // the SM80 loader's and the SM90 TMA's K offsets are 32-bit
+    EXPECT_BAD_ARG(call(s), fn, "shape.K", "at most 2^30");
   }
 }
 
