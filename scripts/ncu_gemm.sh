@@ -60,11 +60,13 @@ def short(name):
          or re.search(r"Sm90TileConfigILi(\d+)ELb(\d)ELi(\d+)", name))
     if m:
         return ("hybrid" if m.group(2) == "1" else "per-token") + f" sm90_128x{m.group(3)} st{m.group(1)}"
-    # SM80 kernel: TileConfig<BM, BN, BK, WM, WN, Stages>, then the Scheme (0 per-token, 1 hybrid).
+    # SM80 kernel: TileConfig<BM, BN, BK, WM, WN, Stages>, then the Scheme (0 per-token, 1 hybrid),
+    # which the pages print as "0", "(Scheme)0", "(Scheme)(int)0" or "Scheme::kPerToken".
     m = (re.search(r"TileConfig<(?:\(int\))?(\d+), (?:\(int\))?(\d+), (?:\(int\))?(\d+), "
                    r"(?:\(int\))?(\d+), (?:\(int\))?(\d+), (?:\(int\))?(\d+)>, "
-                   r"(?:\([\w:]*Scheme\)(?:\(int\))?|[\w:]*Scheme::k)(\d|PerToken|Hybrid)", name)
-         or re.search(r"TileConfigILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)EEL[^0-9]*(\d)", name))
+                   r"(?:\([\w:]*Scheme\)(?:\(int\))?|[\w:]*Scheme::k)?(\d|PerToken|Hybrid)", name)
+         or re.search(r"TileConfigILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E.*?SchemeE(\d)",
+                      name))
     if m:
         bm, bn, bk, wm, wn, st, sch = m.groups()
         return (("hybrid" if sch in ("1", "Hybrid") else "per-token") +
