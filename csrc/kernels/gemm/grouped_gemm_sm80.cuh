@@ -220,7 +220,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   // Software pipeline over K tiles (fragments double-buffered across k-steps): the fragments of
   // k-step ks+1 are read from shared memory while the MMAs of ks run, and the barrier that
   // publishes the next K tile sits before the last k-step, so its wait overlaps tensor work.
-  //   after_first(): issued after the first k-step's MMAs (the hybrid's deferred rescale);
   //   before_barrier(): last chance to read this tile's stage (the hybrid's block scales).
   constexpr int kMmaK = size<2>(tCrA);
   // Only two fragment slots are live (ks & 1): the k-step in flight and the next one.
@@ -228,7 +227,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     copy(s2r_a, tXsA(_, _, ks, stage), tXrA(_, _, ks & 1));
     copy(s2r_b, tXsB(_, _, ks, stage), tXrB(_, _, ks & 1));
   };
-  auto mma_tile = [&](auto& acc, int kt, auto&& after_first, auto&& before_barrier) {
+  auto mma_tile = [&](auto& acc, int kt, auto&& before_barrier) {
     const int stage = kt % Stages;
     CUTE_UNROLL
     for (int ks = 0; ks < kMmaK; ++ks) {
@@ -246,7 +245,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
         detail::cp_async_commit();
       }
       cute::gemm(mma, tCrA(_, _, ks & 1), tCrB(_, _, ks & 1), acc);
-      if (ks == 0) after_first();
     }
   };
   auto nothing = [](auto...) {};
@@ -280,7 +278,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
 
   Tensor acc_f = make_tensor_like<float>(blk0);
   if constexpr (!kHybrid) {
-    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, nothing);
+    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing);
   } else {
     // Hybrid main loop: at the end of each K-block the block sum is rescaled into the int32
     // chunk accumulator (IMUL + IMAD per element, registers only) and, at chunk ends, flushed into
@@ -353,7 +351,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
             if (kt == kt_last) take_scales(stage, flush_this);
           };
         };
-        for (int kt = kt0; kt <= kt_last; ++kt) mma_tile(blk0, kt, nothing, scales_if_last(kt));
+        for (int kt = kt0; kt <= kt_last; ++kt) mma_tile(blk0, kt, scales_if_last(kt));
         if constexpr (kFp32) {
           rescale_fp32(blk0);
         } else {
