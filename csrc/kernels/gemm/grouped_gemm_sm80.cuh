@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "kernels/gemm/grouped_gemm_common.cuh"
+#include "kernels/gemm/register_ops.cuh"
 
 namespace int8_hybrid_moe::gemm {
 
@@ -368,9 +369,41 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   }
   detail::cp_async_wait<0>();
 
-  // ---- epilogue: scale, round once, store pairs of adjacent columns ---------------------------
+  // ---- epilogue: scale, round once, store ---------------------------------------------------
   Out* gC = reinterpret_cast<Out*>(p.C) + row0 * p.N + n0;
-  using Out2 = typename detail::Pair<Out>::type;
+  auto value = [&](int v0, int v1, int mi, int ni, float sa) {
+    if constexpr (kHybrid)
+      return elem(acc_f, v0, v1, mi, ni);
+    else
+      return static_cast<float>(elem(blk0, v0, v1, mi, ni)) * sa * smem_f[BM + cols[v0 + 2 * ni]];
+  };
+#ifndef I8H_EXP_OLD_STORE
+  // The four lanes of a quad hold two adjacent columns each of one row's 8-column blocks (the
+  // 16x8 C layout): a quad transpose gives each lane one block's 8 columns, one 16-byte store
+  // (full 32-byte sectors, a quarter of the store instructions; PERF.md v24).
+  static_assert(kMmaN % 4 == 0, "16-byte stores take the 8-column blocks of a row four at a time");
+  const int q = tid & 3;
+  CUTE_UNROLL
+  for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
+  for (int v1 = 0; v1 < 2; ++v1) {
+    const int m = rows[v1 + 2 * mi];
+    float sa = 1.f;
+    if constexpr (!kHybrid) sa = smem_f[m];  // zero-filled past the tile's rows
+    CUTE_UNROLL
+    for (int g = 0; g < kMmaN; g += 4) {
+      uint32_t w[4];
+      int n = 0;  // first column of the block this lane stores: block g + q
+      CUTE_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        w[j] = detail::pack_out2<Out>(value(0, v1, mi, g + j, sa), value(1, v1, mi, g + j, sa));
+        if (j == q) n = cols[2 * (g + j)] - 2 * q;
+      }
+      const uint4 block = detail::quad_transpose(w, q);
+      if (m < rows_valid && n < cols_valid)  // N % 8 == 0: all 8 columns are valid
+        *reinterpret_cast<uint4*>(gC + int64_t(m) * p.N + n) = block;
+    }
+  }
+#else
   CUTE_UNROLL
   for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
   for (int v1 = 0; v1 < 2; ++v1) {
@@ -382,20 +415,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     for (int ni = 0; ni < kMmaN; ++ni) {
       const int n = cols[2 * ni];
       if (n >= cols_valid) continue;  // N % 8 == 0: n + 1 is valid too
-      float v0, v1f;
-      if constexpr (kHybrid) {
-        v0 = elem(acc_f, 0, v1, mi, ni);
-        v1f = elem(acc_f, 1, v1, mi, ni);
-      } else {
-        v0 = static_cast<float>(elem(blk0, 0, v1, mi, ni)) * sa * smem_f[BM + n];
-        v1f = static_cast<float>(elem(blk0, 1, v1, mi, ni)) * sa * smem_f[BM + n + 1];
-      }
-      Out2 pair;
-      pair.x = detail::to_out<Out>(v0);
-      pair.y = detail::to_out<Out>(v1f);
-      *reinterpret_cast<Out2*>(gC + int64_t(m) * p.N + n) = pair;
+      *reinterpret_cast<uint32_t*>(gC + int64_t(m) * p.N + n) =
+          detail::pack_out2<Out>(value(0, v1, mi, ni, sa), value(1, v1, mi, ni, sa));
     }
   }
+#endif
 }
 
 }  // namespace int8_hybrid_moe::gemm
