@@ -377,7 +377,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     else
       return static_cast<float>(elem(blk0, v0, v1, mi, ni)) * sa * smem_f[BM + cols[v0 + 2 * ni]];
   };
-#ifndef I8H_EXP_OLD_STORE
   // The four lanes of a quad hold two adjacent columns each of one row's 8-column blocks (the
   // 16x8 C layout): a quad transpose gives each lane one block's 8 columns, one 16-byte store
   // (full 32-byte sectors, a quarter of the store instructions; PERF.md v24).
@@ -387,6 +386,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
   for (int v1 = 0; v1 < 2; ++v1) {
     const int m = rows[v1 + 2 * mi];
+#ifdef I8H_EXP_WARP_ROW_SKIP
+    // Prepared, not yet run on a device (PERF.md v24): a row slot none of the warp's 8 rows of
+    // which is valid is skipped whole (warp-uniform, so the shuffles below stay converged).
+    if (!__any_sync(0xffffffffu, m < rows_valid)) continue;
+#endif
     float sa = 1.f;
     if constexpr (!kHybrid) sa = smem_f[m];  // zero-filled past the tile's rows
     CUTE_UNROLL
@@ -403,23 +407,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
         *reinterpret_cast<uint4*>(gC + int64_t(m) * p.N + n) = block;
     }
   }
-#else
-  CUTE_UNROLL
-  for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
-  for (int v1 = 0; v1 < 2; ++v1) {
-    const int m = rows[v1 + 2 * mi];
-    if (m >= rows_valid) continue;
-    float sa = 1.f;
-    if constexpr (!kHybrid) sa = smem_f[m];
-    CUTE_UNROLL
-    for (int ni = 0; ni < kMmaN; ++ni) {
-      const int n = cols[2 * ni];
-      if (n >= cols_valid) continue;  // N % 8 == 0: n + 1 is valid too
-      *reinterpret_cast<uint32_t*>(gC + int64_t(m) * p.N + n) =
-          detail::pack_out2<Out>(value(0, v1, mi, ni, sa), value(1, v1, mi, ni, sa));
-    }
-  }
-#endif
 }
 
 }  // namespace int8_hybrid_moe::gemm
