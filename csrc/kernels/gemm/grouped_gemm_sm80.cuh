@@ -386,11 +386,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   for (int mi = 0; mi < kMmaM; ++mi) CUTE_UNROLL
   for (int v1 = 0; v1 < 2; ++v1) {
     const int m = rows[v1 + 2 * mi];
-#ifdef I8H_EXP_WARP_ROW_SKIP
-    // Prepared, not yet run on a device (PERF.md v24): a row slot none of the warp's 8 rows of
-    // which is valid is skipped whole (warp-uniform, so the shuffles below stay converged).
+    // A row slot none of whose 8 rows (across the warp) is valid is skipped whole: warp-uniform,
+    // so the shuffles below stay converged. Padding rows are most rows at decode (PERF.md v25).
     if (!__any_sync(0xffffffffu, m < rows_valid)) continue;
-#endif
     float sa = 1.f;
     if constexpr (!kHybrid) sa = smem_f[m];  // zero-filled past the tile's rows
     CUTE_UNROLL
