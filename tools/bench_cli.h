@@ -113,7 +113,7 @@ struct Agreement {
   double max_abs_err = 0;
   double worst_err_over_tol = 0;                  // largest |err| / tight(i)
   double worst_err_over_loose = 0;                // largest |err| / loose(i): <= 1 when agree
-  double rel_l2 = 0, rel_l2_limit = kRelL2Limit;  // condition (3)
+  double rel_l2 = 0, rel_l2_limit = kRelL2Limit;  // condition (3): rows but the worst one
   double rms_ref = 0;
   bool tight_ok = true, loose_ok = true, rel_l2_ok = true;
   bool agree = true;  // all three
