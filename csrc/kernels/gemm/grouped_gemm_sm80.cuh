@@ -112,16 +112,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
                 "every thread issues the same number of 16-byte copies");
   constexpr int kLdA = BM / kLdRowStep, kLdB = BN / kLdRowStep;
   const int ld_row = tid / kChunksPerRow, ld_kc = (tid % kChunksPerRow) * 16;
-#ifdef I8H_EXP_OLD_LOADER
-  const int64_t ld_step = int64_t(kLdRowStep) * p.K;
-  const int8_t* ld_a = gA + int64_t(ld_row) * p.K + ld_kc;
-  const int8_t* ld_b = gB + int64_t(ld_row) * p.K + ld_kc;
-  uint32_t ld_a_ok = 0, ld_b_ok = 0;  // bit i: row ld_row + i * kLdRowStep holds data
-  CUTE_UNROLL
-  for (int i = 0; i < kLdA; ++i) ld_a_ok |= uint32_t(ld_row + i * kLdRowStep < rows_valid) << i;
-  CUTE_UNROLL
-  for (int i = 0; i < kLdB; ++i) ld_b_ok |= uint32_t(ld_row + i * kLdRowStep < cols_valid) << i;
-#else
   // Source of copy i at K offset 0: its row's chunk, or the tile's first row's (a tile always has
   // one) for a row past the tile's data. A chunk past K (K < BK) starts at K - 16 instead, so
   // every address lies inside A or B, also for the copies that read nothing (src-size 0). Fixed
@@ -143,7 +133,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     ld_src_b[i] = gB + int64_t(r < cols_valid ? r : 0) * p.K + ld_kc_in;
     ld_b_n += r < cols_valid;
   }
-#endif
   // Shared-memory destinations: copy i of stage s lands i * kLdRowStep rows and s stages past copy
   // 0 of stage 0. Both are multiples of the swizzle's span (8 rows), so they are plain offsets.
   static_assert(kLdRowStep % 8 == 0, "row steps keep the swizzle pattern");
@@ -176,31 +165,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     sc_f = (sr.is_a ? p.FA : p.FB) + row * p.ng;
   }
   // Ring stage of K tile kt (kt >= 0: the unsigned remainder is one AND for 4 stages).
-#ifdef I8H_EXP_OLD_LOADER
-  auto stage_of = [](int kt) { return kt % Stages; };
-#else
   auto stage_of = [](int kt) { return static_cast<int>(static_cast<unsigned>(kt) % Stages); };
-#endif
   int load_kt = 0, load_j = 0;  // next K tile to load, its index inside its block
   BlockCursor load_block;
   auto load_next_tile = [&]() {
     const int kt = load_kt, stage = stage_of(load_kt);
     const int k0 = kt * BK;
-#ifdef I8H_EXP_OLD_LOADER
-    const bool k_ok = k0 < ld_k_end;  // K % 16 == 0: a chunk is all in or all out
-    CUTE_UNROLL
-    for (int i = 0; i < kLdA; ++i) {
-      const bool ok = k_ok && (ld_a_ok >> i & 1u);
-      detail::cp_async_16_zfill(ld_sa + uint32_t((stage * BM + i * kLdRowStep) * BK),
-                                ok ? ld_a + k0 + i * ld_step : p.A, ok);
-    }
-    CUTE_UNROLL
-    for (int i = 0; i < kLdB; ++i) {
-      const bool ok = k_ok && (ld_b_ok >> i & 1u);
-      detail::cp_async_16_zfill(ld_sb + uint32_t((stage * BN + i * kLdRowStep) * BK),
-                                ok ? ld_b + k0 + i * ld_step : p.B, ok);
-    }
-#else
     // K % 16 == 0: this thread's chunk of the K tile is all inside K or all past it (only in the
     // last K tile, when K % BK != 0); past it, no copy reads and the sources stay at K offset 0.
     const bool k_ok = k0 < ld_k_end;
@@ -214,7 +184,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     for (int i = 0; i < kLdB; ++i)
       detail::cp_async_16_zfill(ld_sb + uint32_t((stage * BN + i * kLdRowStep) * BK),
                                 ld_src_b[i] + k_off, i < n_b);
-#endif
     ++load_kt;
     if constexpr (kHybrid) {
       if (load_j + 1 == p.k_tiles_per_block || load_kt == k_tiles) {
