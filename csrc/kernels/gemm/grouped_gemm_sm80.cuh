@@ -21,6 +21,7 @@
 #include <cute/atom/copy_atom.hpp>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/gemm/grouped_gemm_common.cuh"
 #include "kernels/gemm/register_ops.cuh"
@@ -243,7 +244,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     copy(s2r_a, tXsA(_, _, ks, stage), tXrA(_, _, ks & 1));
     copy(s2r_b, tXsB(_, _, ks, stage), tXrB(_, _, ks & 1));
   };
-  auto mma_tile = [&](auto& acc, int kt, auto&& before_barrier) {
+  //   loads: std::true_type / std::false_type when the caller knows whether this K tile issues
+  //   a load (no test in the loop), int 0 to test load_kt.
+  auto mma_tile = [&](auto& acc, int kt, auto&& before_barrier, auto loads) {
     const int stage = stage_of(kt);
     CUTE_UNROLL
     for (int ks = 0; ks < kMmaK; ++ks) {
@@ -257,7 +260,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
       else if (kt + 1 < k_tiles)
         load_fragments(0, stage_of(kt + 1));
       if (ks == 0) {
-        if (load_kt < k_tiles) load_next_tile();  // refills the stage of tile kt-1
+        if constexpr (std::is_same_v<decltype(loads), std::true_type>)
+          load_next_tile();  // refills the stage of tile kt-1
+        else if constexpr (!std::is_same_v<decltype(loads), std::false_type>)
+          if (load_kt < k_tiles) load_next_tile();
         detail::cp_async_commit();
       }
       cute::gemm(mma, tCrA(_, _, ks & 1), tCrB(_, _, ks & 1), acc);
@@ -294,7 +300,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
 
   Tensor acc_f = make_tensor_like<float>(blk0);
   if constexpr (!kHybrid) {
-    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing);
+#ifdef I8H_EXP_DRAIN_LOOP
+    // Prepared, not yet run on a device (PERF.md v26): K tile kt loads tile kt + Stages - 1, so
+    // the last Stages - 1 tiles load nothing. Two loops instead of a test in one: ptxas
+    // if-converts the per-token loader, and its ~45 predicated-off instructions then issue in
+    // every drain iteration (3 of GEMM2's 4 K tiles with the 128-deep K tile).
+    const int kt_loads = max(0, k_tiles - (Stages - 1));
+    int kt = 0;
+    for (; kt < kt_loads; ++kt) mma_tile(blk0, kt, nothing, std::true_type{});
+    for (; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, std::false_type{});
+#else
+    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, 0);
+#endif
   } else {
     // Hybrid main loop: at the end of each K-block the block sum is rescaled into the int32
     // chunk accumulator (IMUL + IMAD per element, registers only) and, at chunk ends, flushed into
@@ -367,7 +384,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
             if (kt == kt_last) take_scales(stage, flush_this);
           };
         };
-        for (int kt = kt0; kt <= kt_last; ++kt) mma_tile(blk0, kt, scales_if_last(kt));
+        for (int kt = kt0; kt <= kt_last; ++kt) mma_tile(blk0, kt, scales_if_last(kt), 0);
         if constexpr (kFp32) {
           rescale_fp32(blk0);
         } else {
