@@ -244,8 +244,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     copy(s2r_a, tXsA(_, _, ks, stage), tXrA(_, _, ks & 1));
     copy(s2r_b, tXsB(_, _, ks, stage), tXrB(_, _, ks & 1));
   };
-  //   loads: std::true_type / std::false_type when the caller knows whether this K tile issues
-  //   a load (no test in the loop), int 0 to test load_kt.
+  //   loads: LoadsTile / LoadsNothing when the caller knows whether this K tile issues a load
+  //   (no test in the loop), LoadIfPending to test load_kt.
+  using LoadsTile = std::true_type;
+  using LoadsNothing = std::false_type;
+  struct LoadIfPending {};
   auto mma_tile = [&](auto& acc, int kt, auto&& before_barrier, auto loads) {
     const int stage = stage_of(kt);
     CUTE_UNROLL
@@ -260,9 +263,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
       else if (kt + 1 < k_tiles)
         load_fragments(0, stage_of(kt + 1));
       if (ks == 0) {
-        if constexpr (std::is_same_v<decltype(loads), std::true_type>)
+        if constexpr (std::is_same_v<decltype(loads), LoadsTile>)
           load_next_tile();  // refills the stage of tile kt-1
-        else if constexpr (!std::is_same_v<decltype(loads), std::false_type>)
+        else if constexpr (std::is_same_v<decltype(loads), LoadIfPending>)
           if (load_kt < k_tiles) load_next_tile();
         detail::cp_async_commit();
       }
@@ -307,10 +310,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     // every drain iteration (3 of GEMM2's 4 K tiles with the 128-deep K tile).
     const int kt_loads = max(0, k_tiles - (Stages - 1));
     int kt = 0;
-    for (; kt < kt_loads; ++kt) mma_tile(blk0, kt, nothing, std::true_type{});
-    for (; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, std::false_type{});
+    for (; kt < kt_loads; ++kt) mma_tile(blk0, kt, nothing, LoadsTile{});
+    for (; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, LoadsNothing{});
 #else
-    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, 0);
+    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, LoadIfPending{});
 #endif
   } else {
     // Hybrid main loop: at the end of each K-block the block sum is rescaled into the int32
@@ -384,7 +387,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
             if (kt == kt_last) take_scales(stage, flush_this);
           };
         };
-        for (int kt = kt0; kt <= kt_last; ++kt) mma_tile(blk0, kt, scales_if_last(kt), 0);
+        for (int kt = kt0; kt <= kt_last; ++kt)
+          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{});
         if constexpr (kFp32) {
           rescale_fp32(blk0);
         } else {
