@@ -303,18 +303,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
 
   Tensor acc_f = make_tensor_like<float>(blk0);
   if constexpr (!kHybrid) {
-#ifdef I8H_EXP_DRAIN_LOOP
-    // Prepared, not yet run on a device (PERF.md v26): K tile kt loads tile kt + Stages - 1, so
-    // the last Stages - 1 tiles load nothing. Two loops instead of a test in one: ptxas
-    // if-converts the per-token loader, and its ~45 predicated-off instructions then issue in
-    // every drain iteration (3 of GEMM2's 4 K tiles with the 128-deep K tile).
+    // K tile kt loads tile kt + Stages - 1, so the last Stages - 1 tiles load nothing. Two loops
+    // instead of a test in one: ptxas if-converts the per-token loader, and its ~45 predicated-off
+    // instructions would issue in every drain tile (3 of GEMM2's 4 with a 128-deep K tile; the
+    // per-token BK = 128 tiles' GEMM2 +5-7% of v26, recovered in v27: docs/PERF.md).
     const int kt_loads = max(0, k_tiles - (Stages - 1));
     int kt = 0;
     for (; kt < kt_loads; ++kt) mma_tile(blk0, kt, nothing, LoadsTile{});
     for (; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, LoadsNothing{});
-#else
-    for (int kt = 0; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, LoadIfPending{});
-#endif
   } else {
     // Hybrid main loop: at the end of each K-block the block sum is rescaled into the int32
     // chunk accumulator (IMUL + IMAD per element, registers only) and, at chunk ends, flushed into
