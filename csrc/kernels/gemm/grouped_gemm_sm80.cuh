@@ -305,8 +305,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   if constexpr (!kHybrid) {
     // K tile kt loads tile kt + Stages - 1, so the last Stages - 1 tiles load nothing. Two loops
     // instead of a test in one: ptxas if-converts the per-token loader, and its ~45 predicated-off
-    // instructions would issue in every drain tile (3 of GEMM2's 4 with a 128-deep K tile; the
-    // per-token BK = 128 tiles' GEMM2 +5-7% of v26, recovered in v27: docs/PERF.md).
+    // instructions would issue in every drain tile (2 or 3 of GEMM2's 4 with a 128-deep K tile:
+    // the per-token BK = 128 tiles' GEMM2 +5-7% of v26, recovered in v27: docs/PERF.md).
     const int kt_loads = max(0, k_tiles - (Stages - 1));
     int kt = 0;
     for (; kt < kt_loads; ++kt) mma_tile(blk0, kt, nothing, LoadsTile{});
