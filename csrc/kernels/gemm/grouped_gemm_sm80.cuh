@@ -383,8 +383,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
             if (kt == kt_last) take_scales(stage, flush_this);
           };
         };
+#ifdef I8H_EXP_BLOCK_DO_WHILE
+        // Every block has a K tile (kt0 < k_tiles): a do-while leaves ptxas no zero-trip path.
+        int kt = kt0;
+        do {
+          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{});
+        } while (++kt <= kt_last);
+#else
         for (int kt = kt0; kt <= kt_last; ++kt)
           mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{});
+#endif
         if constexpr (kFp32) {
           rescale_fp32(blk0);
         } else {
