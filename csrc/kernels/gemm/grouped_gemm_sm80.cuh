@@ -246,16 +246,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
   };
   //   loads: LoadsTile / LoadsNothing when the caller knows whether this K tile issues a load
   //   (no test in the loop), LoadIfPending to test load_kt.
-  //   first: OverwritesAcc makes the tile's first k-step write acc (C = 0) instead of adding to
-  //   it, so a block sum needs no clear (the hybrid, behind -DI8H_EXP_ZERO_FIRST_MMA).
   using LoadsTile = std::true_type;
   using LoadsNothing = std::false_type;
   struct LoadIfPending {};
-  using OverwritesAcc = std::true_type;
-  using AddsToAcc = std::false_type;
-  Tensor zero_acc = make_tensor_like(blk0);  // C of an overwriting k-step (RZ in the SASS)
-  clear(zero_acc);
-  auto mma_tile = [&](auto& acc, int kt, auto&& before_barrier, auto loads, auto first) {
+  auto mma_tile = [&](auto& acc, int kt, auto&& before_barrier, auto loads) {
     const int stage = stage_of(kt);
     CUTE_UNROLL
     for (int ks = 0; ks < kMmaK; ++ks) {
@@ -275,10 +269,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
           if (load_kt < k_tiles) load_next_tile();
         detail::cp_async_commit();
       }
-      if (decltype(first)::value && ks == 0)
-        cute::gemm(mma, acc, tCrA(_, _, 0), tCrB(_, _, 0), zero_acc);
-      else
-        cute::gemm(mma, tCrA(_, _, ks & 1), tCrB(_, _, ks & 1), acc);
+      cute::gemm(mma, tCrA(_, _, ks & 1), tCrB(_, _, ks & 1), acc);
     }
   };
   auto nothing = [](auto...) {};
@@ -318,8 +309,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     // the per-token BK = 128 tiles' GEMM2 +5-7% of v26, recovered in v27: docs/PERF.md).
     const int kt_loads = max(0, k_tiles - (Stages - 1));
     int kt = 0;
-    for (; kt < kt_loads; ++kt) mma_tile(blk0, kt, nothing, LoadsTile{}, AddsToAcc{});
-    for (; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, LoadsNothing{}, AddsToAcc{});
+    for (; kt < kt_loads; ++kt) mma_tile(blk0, kt, nothing, LoadsTile{});
+    for (; kt < k_tiles; ++kt) mma_tile(blk0, kt, nothing, LoadsNothing{});
   } else {
     // Hybrid main loop: at the end of each K-block the block sum is rescaled into the int32
     // chunk accumulator (IMUL + IMAD per element, registers only) and, at chunk ends, flushed into
@@ -345,9 +336,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
       for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
         int& b = elem(blk, v0, v1, mi, ni);
         elem(acc_i, v0, v1, mi, ni) += b * (qa[r] * qb[c]);
-#ifndef I8H_EXP_ZERO_FIRST_MMA
         b = 0;
-#endif
       });
     };
     auto flush_int = [&]() {
@@ -365,9 +354,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
         const float term = static_cast<float>(b) * static_cast<float>(qa[r] * qb[c]);
         float& f = elem(acc_f, v0, v1, mi, ni);
         f = fmaf(term, fa[r] * fb[c], f);
-#ifndef I8H_EXP_ZERO_FIRST_MMA
         b = 0;
-#endif
       });
     };
     // Scales of the block whose last K tile sits in `stage`, copied to registers before the
@@ -396,22 +383,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
             if (kt == kt_last) take_scales(stage, flush_this);
           };
         };
-#if defined(I8H_EXP_ZERO_FIRST_MMA)
-        // The block's first K tile starts the block sum (no clear); every block has a K tile.
-        int kt = kt0;
-        mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{}, OverwritesAcc{});
-        while (++kt <= kt_last)
-          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{}, AddsToAcc{});
-#elif defined(I8H_EXP_BLOCK_DO_WHILE)
-        // Every block has a K tile (kt0 < k_tiles): a do-while leaves ptxas no zero-trip path.
+        // Every block has a K tile (b < nb, so kt0 < k_tiles): a do-while leaves ptxas no
+        // zero-trip path, whose own clear of the block sum doubled the clears per block (a for
+        // loop here: the SM80 hybrid 128 x 64 3-5% slower; docs/PERF.md v28).
         int kt = kt0;
         do {
-          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{}, AddsToAcc{});
+          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{});
         } while (++kt <= kt_last);
-#else
-        for (int kt = kt0; kt <= kt_last; ++kt)
-          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{}, AddsToAcc{});
-#endif
         if constexpr (kFp32) {
           rescale_fp32(blk0);
         } else {
