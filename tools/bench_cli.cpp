@@ -383,9 +383,10 @@ Agreement check_agreement(const std::vector<float>& got, const std::vector<float
     const bool finite = std::isfinite(d);
     const double over_tight = finite ? d / tight : inf;
     const double over_loose = finite ? d / loose : inf;
-    diff_ss += finite ? d * d : inf;
+    const double d_sq = finite ? d * d : inf;
+    diff_ss += d_sq;
     row_ss += static_cast<double>(ref[i]) * ref[i];
-    row_diff_ss += finite ? d * d : inf;
+    row_diff_ss += d_sq;
     if (a.row_len > 0 && (++in_row == a.row_len || i + 1 == ref.size())) {  // row ends
       max_row_ss = std::max(max_row_ss, row_ss);
       left_out_ss = std::max(left_out_ss, row_diff_ss);
@@ -424,7 +425,7 @@ Agreement check_agreement(const std::vector<float>& got, const std::vector<float
   if (a.row_len > 0 && a.count > 0 && ss > 0)
     a.rel_l2_limit = std::max(kRelL2Limit, kRelL2OneStepPerRow * std::sqrt(max_row_ss / ss));
   else
-    left_out_ss = 0;  // no rows: nothing is left out
+    left_out_ss = 0;  // no rows, or a zero reference (any error fails (3)): nothing left out
   // Non-finite errors fail (3) as well as (2).
   const double rest_ss = std::isfinite(diff_ss) ? std::max(0.0, diff_ss - left_out_ss) : inf;
   a.rel_l2 = ss > 0 ? std::sqrt(rest_ss / ss) : (rest_ss == 0 ? 0.0 : inf);
