@@ -58,13 +58,12 @@ CUtensorMap make_int8_tensor_map(const int8_t* base, int64_t rows, int64_t K, in
   return m;
 }
 
-template <GemmTile kTile, class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock,
-          bool kWideSum = false>
+template <GemmTile kTile, class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock>
 void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
   static_assert(Cfg::kHybrid == (kScheme == Scheme::kHybrid), "tile config of the other scheme");
   static_assert(config_matches_tile<Cfg>(kTile, Cfg::kHybrid),
                 "the scheduler counts this tile's M-tiles with other sizes (tile_block_m/n)");
-  auto kernel = grouped_gemm_sm90_kernel<Cfg, kScheme, Out, kMultiTileBlock, kWideSum>;
+  auto kernel = grouped_gemm_sm90_kernel<Cfg, kScheme, Out, kMultiTileBlock>;
   // The attribute once at the limit; each launch asks for what it uses (the tile table varies).
   ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
                                                        Cfg::kSmemLimit);
@@ -84,14 +83,12 @@ void launch_sm90(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream)
   I8H_CHECK_LAUNCH("grouped_gemm_sm90_kernel");
 }
 
-template <GemmTile kTile, class Cfg, Scheme kScheme, bool kMultiTileBlock = false,
-          bool kWideSum = false>
+template <GemmTile kTile, class Cfg, Scheme kScheme, bool kMultiTileBlock = false>
 void launch_sm90_for(DType out, GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
   if (out == DType::kBFloat16)
-    launch_sm90<kTile, Cfg, kScheme, __nv_bfloat16, kMultiTileBlock, kWideSum>(p, max_m_tiles,
-                                                                               stream);
+    launch_sm90<kTile, Cfg, kScheme, __nv_bfloat16, kMultiTileBlock>(p, max_m_tiles, stream);
   else
-    launch_sm90<kTile, Cfg, kScheme, __half, kMultiTileBlock, kWideSum>(p, max_m_tiles, stream);
+    launch_sm90<kTile, Cfg, kScheme, __half, kMultiTileBlock>(p, max_m_tiles, stream);
 }
 
 }  // namespace
@@ -109,11 +106,6 @@ void launch_per_token_gemm_sm90(GemmTile tile, DType out, GroupedGemmParams& p, 
 void launch_hybrid_gemm_sm90(DType out, GroupedGemmParams& p, int64_t max_m_tiles,
                              cudaStream_t stream) {
   // B = 128: one K tile per block; B = 256, 384, ...: several (p.k_tiles_per_block).
-#ifdef I8H_EXP_WIDE
-  if (p.k_tiles_per_block == 1 && p.ng == 1)
-    return launch_sm90_for<GemmTile::kSm90_128x128, Sm90HybridTile, Scheme::kHybrid, false,
-                           /*wide_sum=*/true>(out, p, max_m_tiles, stream);
-#endif
   if (p.k_tiles_per_block > 1)
     launch_sm90_for<GemmTile::kSm90_128x128, Sm90HybridTile, Scheme::kHybrid,
                     /*multi_tile_block=*/true>(out, p, max_m_tiles, stream);

@@ -317,10 +317,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     // fp32. (A variant that double-buffered the block sum to overlap this with the next block's
     // MMAs needed 4 accumulator sets and spilled: docs/PERF.md v3.)
     Tensor acc_i = make_tensor_like(blk0);
-#ifndef I8H_EXP_WIDE
     clear(acc_i);
     clear(acc_f);
-#endif
     int qa[2 * kMmaM] = {}, qb[2 * kMmaN] = {};    // block scales of the current block
     float fa[2 * kMmaM] = {}, fb[2 * kMmaN] = {};  // super-group scales (flushing blocks)
     BlockCursor block;
@@ -401,54 +399,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
         block.next(p);
       }
     };
-#ifdef I8H_EXP_WIDE
-    // Experiment (as in the SM90 kernel): with one super group over all of K, each block term is
-    // added exactly into an int64 sum (IMUL + IMAD.WIDE an element, no flush, no fp32 terms at
-    // q_max 127), rounded once to fp32 and times FA * FB after the last block. The block loop
-    // repeats main_loop's, so the default build's SASS stays as it was.
-    auto main_loop_wide = [&]() {
-      int64_t acc_w[2 * kMmaM * 2 * kMmaN];
-      auto wide = [&](int v0, int v1, int mi, int ni) -> int64_t& {
-        return acc_w[((mi * kMmaN + ni) * 2 + v1) * 2 + v0];
-      };
-      for_each_elem([&](int v0, int v1, int mi, int ni, int, int) { wide(v0, v1, mi, ni) = 0; });
-      while (block.b < p.nb) {
-        const int kt0 = block.b * p.k_tiles_per_block;
-        const int kt_last = min(kt0 + p.k_tiles_per_block, k_tiles) - 1;
-        const bool last_block = block.b + 1 == p.nb;
-        auto scales_if_last = [&](int kt) {
-          return [&, kt](int stage) {
-            if (kt == kt_last) take_scales(stage, last_block);
-          };
-        };
-        int kt = kt0;
-        do {
-          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{});
-        } while (++kt <= kt_last);
-        for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
-          int& b = elem(blk0, v0, v1, mi, ni);
-          wide(v0, v1, mi, ni) += static_cast<int64_t>(b) * (qa[r] * qb[c]);
-          b = 0;
-        });
-        block.next(p);
-      }
-      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
-        elem(acc_f, v0, v1, mi, ni) = static_cast<float>(wide(v0, v1, mi, ni)) * (fa[r] * fb[c]);
-      });
-    };
-    if (p.ng == 1) {
-      main_loop_wide();
-    } else {
-      clear(acc_i);
-      clear(acc_f);
-#endif
-      if (p.flush_period > 0)
-        main_loop(std::false_type{});
-      else
-        main_loop(std::true_type{});
-#ifdef I8H_EXP_WIDE
-    }
-#endif
+    if (p.flush_period > 0)
+      main_loop(std::false_type{});
+    else
+      main_loop(std::true_type{});
   }
   detail::cp_async_wait<0>();
 

@@ -238,10 +238,7 @@ __device__ __forceinline__ void load_scale_chunk(typename Cfg::Ring& S, const Gr
 // kMultiTileBlock (hybrid, B = 256, 384, ...): each K-block spans p.k_tiles_per_block K tiles,
 // summed in the wgmma accumulator before the block's one rescale. B = 128 keeps its own
 // instantiation, so the one-tile loop is not burdened by the runtime count.
-// kWideSum (experiment I8H_EXP_WIDE): the hybrid's int64 sums, launched where K is one super
-// group (a kernel of its own: beside the other paths in one kernel, ptxas spilled it).
-template <class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock = false,
-          bool kWideSum = false>
+template <class Cfg, Scheme kScheme, typename Out, bool kMultiTileBlock = false>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     grouped_gemm_sm90_kernel(const __grid_constant__ Sm90GemmParams P) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -568,10 +565,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       } else {
         Tensor acc_i = make_tensor_like(acc);  // int32 chunk of rescaled block sums
         Tensor acc_f = make_tensor_like<float>(acc);
-#ifndef I8H_EXP_WIDE
         clear(acc_i);
         clear(acc_f);
-#endif
         // FA * FB of accumulator values v .. v + 3 (rows r_lo / r_hi times columns c, c + 1), super
         // group `gi` of scale slot `sl`.
         auto f_quad = [&](int sl, int gi, int v, float(&f)[4]) {
@@ -667,85 +662,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         };
-#ifdef I8H_EXP_WIDE
-        // Experiment: with one super group over all of K (p.ng == 1: every default and decode
-        // shape), each block term is added exactly into an int64 sum (IMUL + IMAD.WIDE a value,
-        // the registers of the int32 chunk and the fp32 total), so no block ever flushes, and
-        // q_max 127 needs no fp32 terms. |term| <= 127^4 * B: int64 holds K < 2^35. The sum is
-        // rounded once to fp32 and times FA * FB at the end, before the last scale chunk's slot
-        // is released. (The block's wgmmas and skip repeat main_loop's: factored into shared
-        // lambdas, the default build's SASS changed, so the experiment keeps its own copy.)
-        auto main_loop_wide = [&]() {
-          int64_t acc_w[kV];
-          CUTE_UNROLL
-          for (int v = 0; v < kV; ++v) acc_w[v] = 0;
-          int j = 0;  // block index inside the scale chunk
-          for (int b = 0; b < p.nb; ++b) {
-            if (j == 0) Barrier::wait(&S.scale_full[ss.stage], ss.phase);
-            const int block_tiles =
-                kMultiTileBlock ? min(p.k_tiles_per_block, k_tiles - b * p.k_tiles_per_block) : 1;
-            if constexpr (!kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
-            if (!active) {
-              for (int s = 0; s < block_tiles; ++s) {
-                if constexpr (kMultiTileBlock) TxBarrier::wait(&S.full[ps.stage], ps.phase);
-                release(ps.stage);
-                ps.advance();
-              }
-            } else {
-              if constexpr (kMultiTileBlock) {
-                const int prev = mma_k_tiles(Int<1>{}, block_tiles);
-                warpgroup_wait<0>();
-                warpgroup_fence_operand(acc);
-                release(prev);
-              } else {
-                mma_tile(Int<1>{}, ps.stage, /*zero=*/true);
-                warpgroup_wait<0>();
-                warpgroup_fence_operand(acc);
-                release(ps.stage);
-                ps.advance();
-              }
-              const int sl = ss.stage;
-              const int qa_lo = S.qa[sl][j][r_lo], qa_hi = S.qa[sl][j][r_hi];
-              CUTE_UNROLL
-              for (int v = 0; v < kV; v += 4) {
-                const int c = c_base + 8 * (v >> 2);
-                const int2 qb = *reinterpret_cast<const int2*>(&S.qb[sl][j][c]);
-                const int q[4] = {qa_lo * qb.x, qa_lo * qb.y, qa_hi * qb.x, qa_hi * qb.y};
-                CUTE_UNROLL
-                for (int i = 0; i < 4; ++i) acc_w[v + i] += static_cast<int64_t>(acc(v + i)) * q[i];
-              }
-            }
-            if (++j == Cfg::kScaleBlocks && b + 1 < p.nb) {  // the last chunk is released below
-              release_scales(ss.stage);
-              ss.advance();
-              j = 0;
-            }
-          }
-          if (active) {
-            CUTE_UNROLL
-            for (int v = 0; v < kV; v += 4) {
-              float f[4];
-              f_quad(ss.stage, 0, v, f);
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) acc_f(v + i) = static_cast<float>(acc_w[v + i]) * f[i];
-            }
-          }
-          release_scales(ss.stage);
-          ss.advance();
-        };
-        if constexpr (kWideSum) {
-          main_loop_wide();
-        } else {
-          clear(acc_i);
-          clear(acc_f);
-#endif
-          if (p.flush_period > 0)
-            main_loop(std::false_type{});
-          else
-            main_loop(std::true_type{});
-#ifdef I8H_EXP_WIDE
-        }
-#endif
+        if (p.flush_period > 0)
+          main_loop(std::false_type{});
+        else
+          main_loop(std::true_type{});
         if (active)
           store(
               tc, [&](int v, bool) { return acc_f(v); }, 0, kV);
