@@ -320,14 +320,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     // MMAs needed 4 accumulator sets and spilled: docs/PERF.md v3.)
     Tensor acc_i = make_tensor_like(blk0);
 #ifdef I8H_EXP_WIDE127
-    if constexpr (!kWideSum) {
+    if constexpr (!kWideSum)  // the int64 path writes acc_f once at its end
+#endif
+    {
       clear(acc_i);
       clear(acc_f);
     }
-#else
-    clear(acc_i);
-    clear(acc_f);
-#endif
     int qa[2 * kMmaM] = {}, qb[2 * kMmaN] = {};    // block scales of the current block
     float fa[2 * kMmaM] = {}, fb[2 * kMmaN] = {};  // super-group scales (flushing blocks)
     BlockCursor block;
