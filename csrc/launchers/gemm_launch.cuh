@@ -7,11 +7,11 @@
 
 namespace int8_hybrid_moe::gemm {
 
-template <GemmTile kTile, class Cfg, Scheme kScheme, typename Out, bool kWideSum = false>
+template <GemmTile kTile, class Cfg, Scheme kScheme, typename Out>
 void launch_grouped_gemm_kernel(GroupedGemmParams& p, int64_t max_m_tiles, cudaStream_t stream) {
   static_assert(config_matches_tile<Cfg>(kTile, kScheme == Scheme::kHybrid),
                 "the scheduler counts this tile's M-tiles with other sizes (tile_block_m/n)");
-  auto kernel = grouped_gemm_sm80_kernel<Cfg, kScheme, Out, kWideSum>;
+  auto kernel = grouped_gemm_sm80_kernel<Cfg, kScheme, Out>;
   constexpr int kSmem = Cfg::kSmemBytes;
   // Above 48 KiB a kernel must opt in to dynamic shared memory.
   ::int8_hybrid_moe::detail::set_max_dynamic_smem_once(reinterpret_cast<const void*>(kernel),
@@ -36,16 +36,6 @@ using Tile128x128x64 =
 template <typename Out>
 void launch_hybrid_gemm_for(GemmTile tile, int bk, GroupedGemmParams& p, int64_t max_m_tiles,
                             cudaStream_t s) {
-#ifdef I8H_EXP_WIDE127
-  if (p.ng == 1 && p.flush_period == 0 && bk == 128) {  // experiment: int64 block-term sums
-    if (tile == GemmTile::k64x64)
-      return launch_grouped_gemm_kernel<GemmTile::k64x64, Tile64x64x128, Scheme::kHybrid, Out,
-                                        true>(p, max_m_tiles, s);
-    if (tile == GemmTile::k128x64)
-      return launch_grouped_gemm_kernel<GemmTile::k128x64, Tile128x64x128, Scheme::kHybrid, Out,
-                                        true>(p, max_m_tiles, s);
-  }
-#endif
   if (tile == GemmTile::k64x64 && bk == 128)
     return launch_grouped_gemm_kernel<GemmTile::k64x64, Tile64x64x128, Scheme::kHybrid, Out>(
         p, max_m_tiles, s);

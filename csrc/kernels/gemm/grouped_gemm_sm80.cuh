@@ -70,9 +70,7 @@ struct TileConfig {
 // The hybrid kernel keeps three accumulator sets (block sum, int32 chunk, fp32 total) plus the
 // scales and needs ~240 registers (capping it at 168 for 3 CTAs/SM spilled 1 KB: PERF.md); the
 // per-token kernel fits two CTAs per SM.
-// kWideSum (experiment I8H_EXP_WIDE127): the hybrid's int64 block-term sums, launched only where
-// K is one super group and one block term may exceed int32 (flush_period == 0, e.g. q_max 127).
-template <class Cfg, Scheme kScheme, typename Out, bool kWideSum = false>
+template <class Cfg, Scheme kScheme, typename Out>
 __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 : 2)
     grouped_gemm_sm80_kernel(const __grid_constant__ GroupedGemmParams p) {
   using namespace cute;
@@ -319,13 +317,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
     // fp32. (A variant that double-buffered the block sum to overlap this with the next block's
     // MMAs needed 4 accumulator sets and spilled: docs/PERF.md v3.)
     Tensor acc_i = make_tensor_like(blk0);
-#ifdef I8H_EXP_WIDE127
-    if constexpr (!kWideSum)  // the int64 path writes acc_f once at its end
-#endif
-    {
-      clear(acc_i);
-      clear(acc_f);
-    }
+    clear(acc_i);
+    clear(acc_f);
     int qa[2 * kMmaM] = {}, qb[2 * kMmaN] = {};    // block scales of the current block
     float fa[2 * kMmaM] = {}, fb[2 * kMmaN] = {};  // super-group scales (flushing blocks)
     BlockCursor block;
@@ -406,46 +399,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, kScheme == Scheme::kHybrid ? 1 
         block.next(p);
       }
     };
-#ifdef I8H_EXP_WIDE127
-    // Experiment (PERF.md, twenty-ninth session: -7% at GEMM1, q_max 127, where all blocks took
-    // the int64 path): each block term added exactly into an int64 sum (IMUL + IMAD.WIDE an
-    // element) instead of formed in fp32, rounded once to fp32 and times FA * FB after the last
-    // block. The block loop repeats main_loop's so the default kernels' SASS stays as it was.
-    auto main_loop_wide = [&]() {
-      int64_t acc_w[2 * kMmaM * 2 * kMmaN];
-      auto wide = [&](int v0, int v1, int mi, int ni) -> int64_t& {
-        return acc_w[((mi * kMmaN + ni) * 2 + v1) * 2 + v0];
-      };
-      for_each_elem([&](int v0, int v1, int mi, int ni, int, int) { wide(v0, v1, mi, ni) = 0; });
-      while (block.b < p.nb) {
-        const int kt0 = block.b * p.k_tiles_per_block;
-        const int kt_last = min(kt0 + p.k_tiles_per_block, k_tiles) - 1;
-        const bool last_block = block.b + 1 == p.nb;
-        auto scales_if_last = [&](int kt) {
-          return [&, kt](int stage) {
-            if (kt == kt_last) take_scales(stage, last_block);
-          };
-        };
-        int kt = kt0;
-        do {
-          mma_tile(blk0, kt, scales_if_last(kt), LoadIfPending{});
-        } while (++kt <= kt_last);
-        for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
-          int& b = elem(blk0, v0, v1, mi, ni);
-          wide(v0, v1, mi, ni) += static_cast<int64_t>(b) * (qa[r] * qb[c]);
-          b = 0;
-        });
-        block.next(p);
-      }
-      for_each_elem([&](int v0, int v1, int mi, int ni, int r, int c) {
-        elem(acc_f, v0, v1, mi, ni) = static_cast<float>(wide(v0, v1, mi, ni)) * (fa[r] * fb[c]);
-      });
-    };
-    if constexpr (kWideSum)
-      main_loop_wide();
-    else
-#endif
-        if (p.flush_period > 0)
+    if (p.flush_period > 0)
       main_loop(std::false_type{});
     else
       main_loop(std::true_type{});
