@@ -162,6 +162,32 @@ int64_t rows_for(int64_t K, std::mt19937_64& rng) {
   return std::uniform_int_distribution<int64_t>(1, cap)(rng);
 }
 
+// quantize_rows_hybrid on the device against ref::quantize_hybrid of the same rows: rows below
+// `valid` bit for bit, the rest still poisoned (valid < R passes the count by device pointer).
+void expect_quantize_rows_hybrid_matches(const std::vector<uint16_t>& h, DType dt, int64_t R,
+                                         int64_t K, const HybridFormat& fmt, int64_t valid) {
+  const auto xf = ref::to_float(h, dt);
+  const auto want = ref::quantize_hybrid(xf.data(), R, K, fmt);
+  DeviceBuffer<uint16_t> x(h);
+  DeviceBuffer<int8_t> q(static_cast<size_t>(R * K));
+  DeviceBuffer<int32_t> Q(static_cast<size_t>(R * want.nb));
+  DeviceBuffer<float> F(static_cast<size_t>(R * want.ng));
+  DeviceBuffer<int64_t> nv(std::vector<int64_t>{valid});
+  quantize_rows_hybrid(x.get(), dt, R, K, fmt, {q.get(), Q.get(), F.get()},
+                       valid < R ? nv.get() : nullptr, 0);
+  I8H_CUDA_OK(cudaDeviceSynchronize());
+  const auto gq = q.download();
+  const auto gQ = Q.download();
+  const auto gF = F.download();
+  for (int64_t r = 0; r < R; ++r) {
+    if (r < valid) {
+      ASSERT_TRUE(hybrid_row_equal(want, r, gq, gQ, gF, r));
+    } else {
+      ASSERT_TRUE(hybrid_row_poisoned(K, want.nb, want.ng, gq, gQ, gF, r));
+    }
+  }
+}
+
 TEST(KernelQuant, HybridRowsMatchReference) {
   I8H_REQUIRE_GPU();
   std::mt19937_64 rng(i8h_test::fresh_seed());
@@ -182,27 +208,8 @@ TEST(KernelQuant, HybridRowsMatchReference) {
                        << "seed " << seed << " dtype " << dtype_name(dt) << " R " << R << " K " << K
                        << " B " << B << " S " << fmt.super_group << " q_max " << qm << " valid "
                        << valid);
-          const auto h = make_rows(R, K, dt, seed);
-          const auto xf = ref::to_float(h, dt);
-          const auto want = ref::quantize_hybrid(xf.data(), R, K, fmt);
-          DeviceBuffer<uint16_t> x(h);
-          DeviceBuffer<int8_t> q(static_cast<size_t>(R * K));
-          DeviceBuffer<int32_t> Q(static_cast<size_t>(R * want.nb));
-          DeviceBuffer<float> F(static_cast<size_t>(R * want.ng));
-          DeviceBuffer<int64_t> nv(std::vector<int64_t>{valid});
-          quantize_rows_hybrid(x.get(), dt, R, K, fmt, {q.get(), Q.get(), F.get()},
-                               valid < R ? nv.get() : nullptr, 0);
-          I8H_CUDA_OK(cudaDeviceSynchronize());
-          const auto gq = q.download();
-          const auto gQ = Q.download();
-          const auto gF = F.download();
-          for (int64_t r = 0; r < R; ++r) {
-            if (r < valid) {
-              ASSERT_TRUE(hybrid_row_equal(want, r, gq, gQ, gF, r));
-            } else {
-              ASSERT_TRUE(hybrid_row_poisoned(K, want.nb, want.ng, gq, gQ, gF, r));
-            }
-          }
+          ASSERT_NO_FATAL_FAILURE(
+              expect_quantize_rows_hybrid_matches(make_rows(R, K, dt, seed), dt, R, K, fmt, valid));
         }
 }
 
@@ -234,19 +241,8 @@ TEST(KernelQuant, HybridRowsSpanPatterns) {
       SCOPED_TRACE(::testing::Message()
                    << "seed " << seed << " dtype " << dtype_name(dt) << " R " << R << " K " << K
                    << " B " << c.B << " S " << c.S << " q_max " << c.q_max);
-      const auto h = make_rows(R, K, dt, seed);
-      const auto xf = ref::to_float(h, dt);
-      const auto want = ref::quantize_hybrid(xf.data(), R, K, fmt);
-      DeviceBuffer<uint16_t> x(h);
-      DeviceBuffer<int8_t> q(static_cast<size_t>(R * K));
-      DeviceBuffer<int32_t> Q(static_cast<size_t>(R * want.nb));
-      DeviceBuffer<float> F(static_cast<size_t>(R * want.ng));
-      quantize_rows_hybrid(x.get(), dt, R, K, fmt, {q.get(), Q.get(), F.get()}, nullptr, 0);
-      I8H_CUDA_OK(cudaDeviceSynchronize());
-      const auto gq = q.download();
-      const auto gQ = Q.download();
-      const auto gF = F.download();
-      for (int64_t r = 0; r < R; ++r) ASSERT_TRUE(hybrid_row_equal(want, r, gq, gQ, gF, r));
+      ASSERT_NO_FATAL_FAILURE(
+          expect_quantize_rows_hybrid_matches(make_rows(R, K, dt, seed), dt, R, K, fmt, R));
     }
 }
 
@@ -297,19 +293,8 @@ TEST(KernelQuant, LargeRowsAndManyRows) {
       fmt.block_size = 128;
       fmt.super_group = 4;
       fmt.q_max = 16;
-      const auto h = make_rows(R, K, dt, seed);
-      const auto xf = ref::to_float(h, dt);
-      const auto want = ref::quantize_hybrid(xf.data(), R, K, fmt);
-      DeviceBuffer<uint16_t> x(h);
-      DeviceBuffer<int8_t> q(static_cast<size_t>(R * K));
-      DeviceBuffer<int32_t> Q(static_cast<size_t>(R * want.nb));
-      DeviceBuffer<float> F(static_cast<size_t>(R * want.ng));
-      quantize_rows_hybrid(x.get(), dt, R, K, fmt, {q.get(), Q.get(), F.get()}, nullptr, 0);
-      I8H_CUDA_OK(cudaDeviceSynchronize());
-      const auto gq = q.download();
-      const auto gQ = Q.download();
-      const auto gF = F.download();
-      for (int64_t r = 0; r < R; ++r) ASSERT_TRUE(hybrid_row_equal(want, r, gq, gQ, gF, r));
+      ASSERT_NO_FATAL_FAILURE(
+          expect_quantize_rows_hybrid_matches(make_rows(R, K, dt, seed), dt, R, K, fmt, R));
     }
   }
 }
